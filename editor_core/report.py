@@ -1,0 +1,131 @@
+"""`instructedit evaluate`: run editors over test sets and write JSON, a
+markdown table and a bar chart."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .evaluate import NO_EDIT, Row, evaluate_records
+
+TRAINED_TASKS = ("counterfact", "wikirecent", "convsent")
+COLUMNS = ("reliability", "generalization", "locality", "portability", "fluency", "exact_match")
+
+
+def parse_editor(spec: str) -> tuple[str, str]:
+    """'NAME=PATH' | 'ft-l' | 'none' | PATH -> (method name, what to load)."""
+    if "=" in spec:
+        name, what = spec.split("=", 1)
+        return name, what
+    if spec in ("ft-l", "none"):
+        return spec, spec
+    return Path(spec).stem, spec
+
+
+def load_method(what: str, model):
+    from .cli import _load_editor
+
+    return NO_EDIT if what == "none" else _load_editor(what, model)
+
+
+def setting_of(task: str, editor) -> str:
+    trained = getattr(editor, "trained_tasks", None) or TRAINED_TASKS
+    return "multitask" if task in trained else "holdout"
+
+
+def run_evaluation(*, editors, model, tasks, records_file=None, n=50, unseen_instruction=True, sequential=False,
+                   out: Path, data_dir=None, console=None) -> list[Row]:
+    from .data import load_file, load_task_split
+    from .models import load_model
+
+    m, tok = load_model(model)
+    if records_file:
+        recs = load_file(records_file)[:n]
+        sets = {recs[0].task if recs else "records": recs}
+    else:
+        sets = {t: load_task_split(t, "test", data_dir)[:n] for t in tasks}
+    rows: list[Row] = []
+    train_seconds = {}
+    for spec in editors:
+        name, what = parse_editor(spec)
+        editor = load_method(what, m)
+        card = _training_card(what)
+        if card:
+            train_seconds[name] = card.get("wall_seconds")
+            editor.trained_tasks = tuple(card.get("config", {}).get("tasks", TRAINED_TASKS))
+        instructed = bool(getattr(getattr(editor, "config", None), "instruct", False))
+        for task, recs in sets.items():
+            variants = [("held", False)] + ([("unseen", True)] if instructed and unseen_instruction else [])
+            for variant, held_out in variants:
+                summary, _ = evaluate_records(m, tok, editor, recs, held_out=held_out, sequential=sequential)
+                setting = "unseen-instruction" if held_out else setting_of(task, editor)
+                row = Row(method=name, task=task, setting=setting, n=len(recs),
+                          **{k: _round(summary[k]) for k in COLUMNS}, seconds_per_edit=_round(summary["seconds_per_edit"], 3))
+                rows.append(row)
+                if console:
+                    console.print(f"{name:16s} {task:12s} {setting:18s} " + " ".join(f"{k[:4]} {getattr(row, k)}" for k in COLUMNS))
+                _write(rows, train_seconds, model, out, sequential)
+    return rows
+
+
+def _training_card(what: str) -> dict | None:
+    path = Path(what)
+    for cand in (path.parent / "card.json", path.with_suffix(".card.json")):
+        if cand.exists():
+            return json.loads(cand.read_text())
+    return None
+
+
+def _round(x, nd=1):
+    return None if x is None else round(float(x), nd)
+
+
+def _write(rows: list[Row], train_seconds: dict, model: str, out: Path, sequential: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    speed = out.parent / "train_speed.json"
+    ratio = json.loads(speed.read_text()).get("step_ratio_to_fwd_bwd") if speed.exists() else None
+    payload = {"model": model, "mode": "sequential" if sequential else "single", "rows": [asdict(r) for r in rows],
+               "train_seconds": train_seconds, "step_ratio_to_fwd_bwd": ratio}
+    for r in payload["rows"]:
+        r.pop("extra", None)
+    out.write_text(json.dumps(payload, indent=1))
+    out.with_suffix(".md").write_text(markdown_table(rows))
+    bar_chart(rows, out.with_suffix(".png"))
+
+
+def markdown_table(rows: list[Row]) -> str:
+    head = "| method | task | setting | n | Rel | Gen | Loc | Port | Flu | EM | s/edit |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    fmt = lambda x: "" if x is None else f"{x:g}"  # noqa: E731
+    return head + "".join(
+        f"| {r.method} | {r.task} | {r.setting} | {r.n} | " + " | ".join(fmt(getattr(r, k)) for k in COLUMNS) + f" | {fmt(r.seconds_per_edit)} |\n"
+        for r in rows
+    )
+
+
+def bar_chart(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r.task, r.setting) for r in rows})
+    methods = list(dict.fromkeys(r.method for r in rows))
+    metrics_ = ("reliability", "generalization", "locality", "portability")
+    fig, axes = plt.subplots(1, len(metrics_), figsize=(4.2 * len(metrics_), 4), sharey=True)
+    width = 0.8 / max(len(methods), 1)
+    for ax, metric in zip(axes, metrics_):
+        for j, method in enumerate(methods):
+            vals = []
+            for task, setting in groups:
+                hit = [getattr(r, metric) for r in rows if r.method == method and r.task == task and r.setting == setting]
+                vals.append(hit[0] if hit and hit[0] is not None else 0)
+            ax.bar([i + j * width for i in range(len(groups))], vals, width, label=method)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
+        ax.set_xticklabels([f"{t}\n{s}" for t, s in groups], fontsize=7)
+        ax.set_title(metric)
+        ax.set_ylim(0, 100)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

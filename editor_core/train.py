@@ -1,0 +1,316 @@
+"""Training an editor: InstructEdit (instructed, multi-task), or the MEND baselines.
+
+One step edits a batch of training records jointly and asks the edited model
+(1) to produce each target after the edit prompt and a rephrasing of it, and
+(2) to leave the distribution over each record's locality answer unchanged:
+
+    loss = c_edit · NLL(target | edited) + c_loc · KL(unedited ‖ edited)
+
+All rows of a step (edit, rephrase, locality) share one pass through the
+blocks below the first edited one, without autograd; only the top blocks run
+twice (once to take the edit gradient, once with the delta), and the LM head
+runs only at answer positions.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .editors.mend import MEND, MENDConfig
+from .hooks import SplitRunner, kl_div, row_nll
+from .records import EditRecord
+from .tokens import encode_pairs
+
+EDIT, REPHRASE, LOCALITY = 0, 1, 2
+
+
+@dataclass
+class TrainConfig:
+    model: str = "smollm2-135m"
+    tasks: tuple[str, ...] = ("counterfact", "wikirecent", "convsent")
+    instruct: bool = True  # False: multi-task MEND (or single-task with one task)
+    rank: int = 512
+    n_last_layers: int = 3
+    steps: int = 3000
+    batch_size: int = 1  # records edited jointly per step
+    lr: float = 1e-4  # hypernetwork (Adam). The reference's 1e-6 barely moves it on a CPU budget
+    lr_step: float = 1e-5  # per-weight step sizes, which start at step_init
+    step_init: float = -1e-4
+    c_edit: float = 1.0
+    c_loc: float = 1.0
+    train_on_rephrase: bool = True  # also score the target after a rephrased prompt
+    sampling: str = "balanced"  # balanced: a task uniformly, then a record; uniform: a record
+    max_per_task: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+    out: str = "runs/instructedit"
+    val_every: int = 200
+    val_per_task: int = 30
+    patience: int = 5  # validations without improvement before stopping
+    max_minutes: float | None = None  # wall-clock budget across resumes
+    grad_clip: float = 1.0
+    norm_freeze_steps: int = 500  # normalization statistics freeze after this many steps
+    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def build_rows(editor: MEND, records: list[EditRecord], rng: random.Random, train_on_rephrase: bool):
+    prompts, answers, kinds = [], [], []
+    for r in records:
+        inst = editor.instructed(r, rng=rng)
+        prompts.append(inst.prompt), answers.append(inst.target_new), kinds.append(EDIT)
+        if train_on_rephrase and inst.rephrase_prompts:
+            prompts.append(rng.choice(inst.rephrase_prompts)), answers.append(inst.target_new), kinds.append(REPHRASE)
+        if r.locality:
+            probe = rng.choice(r.locality)
+            prompts.append(probe.prompt), answers.append(probe.answer), kinds.append(LOCALITY)
+    return prompts, answers, torch.tensor(kinds)
+
+
+def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: TrainConfig, train: bool = True) -> dict:
+    """Run one joint edit; return the loss (a graph when train) and statistics:
+    edit-prompt and rephrase token accuracy and locality argmax agreement."""
+    model = runner.model
+    prompts, answers, kinds = build_rows(editor, records, rng, cfg.train_on_rephrase or not train)
+    batch = encode_pairs(tokenizer, prompts, answers, max_length=editor.config.max_length).to(model.device)
+    kinds = kinds.to(model.device)
+    cut = runner.bottom(batch.input_ids, batch.attention_mask)
+    captured, h0 = editor.capture(runner, cut, batch, rows=kinds == EDIT)
+    loc_mask = batch.answer_mask & (kinds == LOCALITY)[:, None]
+    tgt_mask = batch.answer_mask & (kinds != LOCALITY)[:, None]
+    with torch.no_grad():
+        base_loc = runner.logits(h0, loc_mask)
+    with torch.set_grad_enabled(train):
+        overrides = {}
+        for p, (left, right) in editor.factors(captured).items():
+            w = model.get_parameter(p)
+            overrides[p] = w + (left @ right).to(w.dtype)
+        h1, _ = runner.top(cut, overrides=overrides)
+        logits = runner.logits(h1, tgt_mask)
+        rows = tgt_mask.nonzero()[:, 0]
+        per_row = row_nll(logits, batch.labels[tgt_mask], rows, len(kinds))
+        nll = per_row[kinds != LOCALITY].mean()
+        edited_loc = runner.logits(h1, loc_mask)
+        kl = kl_div(base_loc, edited_loc)
+        loss = cfg.c_edit * nll + cfg.c_loc * kl
+    with torch.no_grad():
+        hit = (logits.argmax(-1) == batch.labels[tgt_mask]).float()
+        row_kind = kinds[rows]
+        stats = {
+            "loss": loss.item(),
+            "nll": nll.item(),
+            "kl": kl.item(),
+            "rel": hit[row_kind == EDIT].mean().item(),
+            "gen": hit[row_kind == REPHRASE].mean().item() if (row_kind == REPHRASE).any() else float("nan"),
+            "loc": (edited_loc.argmax(-1) == base_loc.argmax(-1)).float().mean().item() if len(base_loc) else float("nan"),
+        }
+    return {"loss": loss, **{k: v for k, v in stats.items() if k != "loss"}, "loss_value": stats["loss"]}
+
+
+def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRecord], cfg: TrainConfig) -> dict:
+    """Edit each record alone from the unedited weights; mean statistics in %."""
+    was_training = editor.training
+    editor.eval()
+    rng = random.Random(1234)
+    sums: dict[str, list[float]] = {"rel": [], "gen": [], "loc": []}
+    for r in records:
+        out = edit_step(editor, runner, tokenizer, [r], rng, cfg, train=False)
+        for k in sums:
+            if out[k] == out[k]:  # not NaN
+                sums[k].append(out[k])
+    editor.train(was_training)
+    res = {k: 100 * sum(v) / len(v) if v else float("nan") for k, v in sums.items()}
+    res["score"] = sum(res[k] for k in ("rel", "gen", "loc") if res[k] == res[k]) / 3
+    return res
+
+
+# --------------------------------------------------------------------------- data
+
+
+def training_pools(cfg: TrainConfig, split: str) -> dict[str, list[EditRecord]]:
+    from .data import load_task_split
+
+    pools = {}
+    for task in cfg.tasks:
+        recs = load_task_split(task, split, cfg.data_dir)
+        if split == "train" and cfg.max_per_task:
+            recs = recs[: cfg.max_per_task]
+        pools[task] = recs
+    return pools
+
+
+def sample(pools: dict[str, list[EditRecord]], n: int, rng: random.Random, how: str) -> list[EditRecord]:
+    if how == "balanced":
+        return [rng.choice(pools[rng.choice(sorted(pools))]) for _ in range(n)]
+    if how == "uniform":
+        flat = [r for t in sorted(pools) for r in pools[t]]
+        return [rng.choice(flat) for _ in range(n)]
+    raise ValueError(f"sampling must be 'balanced' or 'uniform', got {how!r}")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict:
+    """Adam state as safetensors; returns its JSON-able part (param groups)."""
+    sd = opt.state_dict()
+    tensors = {f"{idx}.{k}": v.contiguous() for idx, st in sd["state"].items() for k, v in st.items()}
+    save_file(tensors, str(path))
+    return {"param_groups": sd["param_groups"]}
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path, groups: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, t in load_file(str(path)).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = t
+    opt.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+class Checkpoint:
+    """`out/` holds editor.safetensors (latest), best.safetensors (best on
+    validation), optimizer.safetensors, card.json (the training card) and
+    curves.png."""
+
+    def __init__(self, out: str | Path):
+        self.dir = Path(out)
+        self.card_path = self.dir / "card.json"
+
+    def exists(self) -> bool:
+        return self.card_path.exists() and (self.dir / "editor.safetensors").exists()
+
+    def read_card(self) -> dict:
+        return json.loads(self.card_path.read_text())
+
+    def write(self, editor: MEND, opt, card: dict, best: bool) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        extra = {"training_card": json.dumps({k: card[k] for k in ("config", "step", "data", "best")}, default=str)}
+        editor.save(self.dir / "editor.tmp", extra=extra)
+        (self.dir / "editor.tmp").replace(self.dir / "editor.safetensors")
+        if best:
+            editor.save(self.dir / "best.tmp", extra=extra)
+            (self.dir / "best.tmp").replace(self.dir / "best.safetensors")
+        card["optimizer"] = save_optimizer(opt, self.dir / "optimizer.safetensors")
+        tmp = self.dir / "card.tmp"
+        tmp.write_text(json.dumps(card, indent=1, default=str))
+        tmp.replace(self.card_path)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def data_card(train: dict, val: dict, cfg: TrainConfig) -> dict:
+    from .data import default_data_dir
+
+    return {
+        "data_dir": str(cfg.data_dir or default_data_dir()),
+        "train": {t: len(v) for t, v in train.items()},
+        "val": {t: len(v) for t, v in val.items()},
+        "splits": "editor_core.data.splits (deterministic; see its docstring)",
+    }
+
+
+def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, show_progress: bool = True) -> dict:
+    """Train (or resume) an editor; returns the training card."""
+    from .models import load_model
+    from .plots import plot_curves
+
+    model, tok = model_and_tokenizer or load_model(cfg.model)
+    ckpt = Checkpoint(cfg.out)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    train_pools, val_pools = training_pools(cfg, "train"), training_pools(cfg, "val")
+    val_records = [r for t in sorted(val_pools) for r in val_pools[t][: cfg.val_per_task]]
+    card = {"config": asdict(cfg), "step": 0, "wall_seconds": 0.0, "curve": [], "validation": [], "best": None,
+            "data": data_card(train_pools, val_pools, cfg), "model": cfg.model, "stopped": None}
+    if resume and ckpt.exists():
+        card = ckpt.read_card()
+        editor = MEND.load(ckpt.dir / "editor.safetensors", model)
+        rng.setstate(_tuple(card["rng_state"]))
+    else:
+        mcfg = MENDConfig(rank=cfg.rank, n_last_layers=cfg.n_last_layers, step_init=cfg.step_init, instruct=cfg.instruct)
+        editor = MEND.for_model(model, mcfg)
+        editor.model_id = cfg.model
+    editor.to(model.device).train()
+    opt = torch.optim.Adam([
+        {"params": [p for n, p in editor.named_parameters() if n != "steps"], "lr": cfg.lr},
+        {"params": [editor.steps], "lr": cfg.lr_step},
+    ])
+    if resume and ckpt.exists() and (ckpt.dir / "optimizer.safetensors").exists():
+        load_optimizer(opt, ckpt.dir / "optimizer.safetensors", card["optimizer"])
+    runner = SplitRunner(model, editor.spec)
+    best = card["best"]["score"] if card["best"] else -1.0
+    since_best = card.get("since_best", 0)
+    t0 = time.time() - card["wall_seconds"]
+    window: list[dict] = []
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not show_progress)
+    with progress:
+        bar = progress.add_task("train", total=cfg.steps, completed=card["step"], info="")
+        while card["step"] < cfg.steps:
+            if card["step"] >= cfg.norm_freeze_steps:
+                for t in editor.transforms.values():
+                    t.norm.frozen.fill_(True)
+            records = sample(train_pools, cfg.batch_size, rng, cfg.sampling)
+            out = edit_step(editor, runner, tok, records, rng, cfg)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(editor.parameters(), cfg.grad_clip)
+            opt.step()
+            card["step"] += 1
+            window.append({k: out[k] for k in ("loss_value", "nll", "kl", "rel", "gen", "loc")})
+            if len(window) == 20 or card["step"] == cfg.steps:
+                avg = {k: _nanmean([w[k] for w in window]) for k in window[0]}
+                card["curve"].append({"step": card["step"], **avg, "wall": time.time() - t0})
+                progress.update(bar, info=f"loss {avg['loss_value']:.3f} es {100 * avg['rel']:.0f}% loc {100 * avg['loc']:.0f}%")
+                window = []
+            progress.update(bar, completed=card["step"])
+            over_time = cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes
+            if card["step"] % cfg.val_every == 0 or card["step"] == cfg.steps or over_time:
+                res = validate(editor, runner, tok, val_records, cfg)
+                res["step"] = card["step"]
+                card["validation"].append(res)
+                improved = res["score"] > best
+                if improved:
+                    best, since_best = res["score"], 0
+                    card["best"] = res
+                else:
+                    since_best += 1
+                card["since_best"] = since_best
+                card["wall_seconds"] = time.time() - t0
+                card["rng_state"] = rng.getstate()
+                ckpt.write(editor, opt, card, best=improved)
+                plot_curves(card, ckpt.dir / "curves.png")
+                progress.console.print(f"step {card['step']}: val rel {res['rel']:.1f} gen {res['gen']:.1f} loc {res['loc']:.1f}"
+                                       f" score {res['score']:.1f}{' (best)' if improved else ''}")
+                if since_best >= cfg.patience:
+                    card["stopped"] = f"early stop: {cfg.patience} validations without improvement"
+                    break
+                if over_time:
+                    card["stopped"] = f"time budget of {cfg.max_minutes} minutes reached"
+                    break
+    card["wall_seconds"] = time.time() - t0
+    card["rng_state"] = rng.getstate()
+    ckpt.write(editor, opt, card, best=False)
+    return card
+
+
+def _nanmean(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _tuple(x):
+    return tuple(_tuple(i) for i in x) if isinstance(x, list) else x

