@@ -158,3 +158,7 @@ def analyze(
 
 def main():  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

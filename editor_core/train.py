@@ -46,6 +46,9 @@ class TrainConfig:
     c_edit: float = 1.0
     c_loc: float = 1.0
     train_on_rephrase: bool = True  # also score the target after a rephrased prompt
+    # Chance that the rephrase row drops its instruction: users query the edited
+    # model with plain prompts, so the edit must hold without one.
+    raw_rephrase_prob: float = 0.3
     sampling: str = "balanced"  # balanced: a task uniformly, then a record; uniform: a record
     max_per_task: int | None = None
     seed: int = 0
@@ -63,13 +66,14 @@ class TrainConfig:
 # --------------------------------------------------------------------------- one step
 
 
-def build_rows(editor: MEND, records: list[EditRecord], rng: random.Random, train_on_rephrase: bool):
+def build_rows(editor: MEND, records: list[EditRecord], rng: random.Random, train_on_rephrase: bool, raw_prob: float = 0.0):
     prompts, answers, kinds = [], [], []
     for r in records:
         inst = editor.instructed(r, rng=rng)
         prompts.append(inst.prompt), answers.append(inst.target_new), kinds.append(EDIT)
         if train_on_rephrase and inst.rephrase_prompts:
-            prompts.append(rng.choice(inst.rephrase_prompts)), answers.append(inst.target_new), kinds.append(REPHRASE)
+            src = r if raw_prob and rng.random() < raw_prob else inst
+            prompts.append(rng.choice(src.rephrase_prompts)), answers.append(inst.target_new), kinds.append(REPHRASE)
         if r.locality:
             probe = rng.choice(r.locality)
             prompts.append(probe.prompt), answers.append(probe.answer), kinds.append(LOCALITY)
@@ -80,7 +84,7 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
     """Run one joint edit; return the loss (a graph when train) and statistics:
     edit-prompt and rephrase token accuracy and locality argmax agreement."""
     model = runner.model
-    prompts, answers, kinds = build_rows(editor, records, rng, cfg.train_on_rephrase or not train)
+    prompts, answers, kinds = build_rows(editor, records, rng, cfg.train_on_rephrase or not train, cfg.raw_rephrase_prob if train else 0.0)
     batch = encode_pairs(tokenizer, prompts, answers, max_length=editor.config.max_length).to(model.device)
     kinds = kinds.to(model.device)
     cut = runner.bottom(batch.input_ids, batch.attention_mask)
@@ -117,19 +121,24 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
 
 
 def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRecord], cfg: TrainConfig) -> dict:
-    """Edit each record alone from the unedited weights; mean statistics in %."""
+    """Edit each record alone from the unedited weights; mean statistics in %,
+    overall and per task. `score` (what early stopping follows) is the mean
+    of reliability, generalization and locality."""
     was_training = editor.training
     editor.eval()
     rng = random.Random(1234)
-    sums: dict[str, list[float]] = {"rel": [], "gen": [], "loc": []}
+    per: dict[str, dict[str, list[float]]] = {}
     for r in records:
         out = edit_step(editor, runner, tokenizer, [r], rng, cfg, train=False)
-        for k in sums:
+        for k in ("rel", "gen", "loc"):
             if out[k] == out[k]:  # not NaN
-                sums[k].append(out[k])
+                per.setdefault(r.task, {}).setdefault(k, []).append(out[k])
+                per.setdefault("all", {}).setdefault(k, []).append(out[k])
     editor.train(was_training)
-    res = {k: 100 * sum(v) / len(v) if v else float("nan") for k, v in sums.items()}
-    res["score"] = sum(res[k] for k in ("rel", "gen", "loc") if res[k] == res[k]) / 3
+    mean = lambda v: 100 * sum(v) / len(v) if v else float("nan")  # noqa: E731
+    res = {k: mean(per.get("all", {}).get(k, [])) for k in ("rel", "gen", "loc")}
+    res["score"] = _nanmean([res["rel"], res["gen"], res["loc"]])
+    res["tasks"] = {t: {k: round(mean(v), 1) for k, v in d.items()} for t, d in per.items() if t != "all"}
     return res
 
 

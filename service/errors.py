@@ -1,0 +1,94 @@
+"""Every error as RFC 9457 problem details (`application/problem+json`).
+
+Code raises `Problem(status, title, detail)`; the handlers installed by
+`install` also turn FastAPI's validation errors (422), Starlette's HTTP
+errors (404 for unknown routes, 405, ...) and anything unexpected (500) into
+the same shape, so a client parses one error format.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "urn:instructedit:problem:"
+
+
+class Problem(Exception):
+    """An error a client can act on. `kind` names the problem type (a URN)."""
+
+    def __init__(self, status: int, kind: str, detail: str, *, title: str | None = None, headers: dict | None = None, **extra: Any):
+        super().__init__(detail)
+        self.status = status
+        self.type = TYPE_BASE + kind
+        self.title = title or HTTPStatus(status).phrase
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
+class ProblemDetails(BaseModel):
+    """The response body of every error (RFC 9457)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_response(request: Request, status: int, type_: str, title: str, detail: str, headers=None, **extra) -> JSONResponse:
+    body = {"type": type_, "title": title, "status": status, "detail": detail, "instance": request.url.path, **extra}
+    return JSONResponse(jsonable_encoder(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+async def _problem(request: Request, exc: Problem) -> JSONResponse:
+    return problem_response(request, exc.status, exc.type, exc.title, exc.detail, exc.headers, **exc.extra)
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    detail = f"{where}: {first['msg']}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+    return problem_response(request, 422, TYPE_BASE + "validation", "Request validation failed", detail, errors=errors)
+
+
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    title = HTTPStatus(exc.status_code).phrase
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    if exc.status_code == 404 and detail == title:
+        detail = f"no route {request.method} {request.url.path}"
+    return problem_response(request, exc.status_code, "about:blank", title, detail, getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(request, 500, "about:blank", "Internal Server Error", f"{type(exc).__name__}: {exc}")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI entries saying that these statuses answer with problem+json."""
+    return {s: {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}, "description": HTTPStatus(s).phrase} for s in statuses}
+
+
+def not_found(what: str, ident: str) -> Problem:
+    return Problem(404, f"{what}-not-found", f"no {what} with id {ident!r}", title=f"{what.capitalize()} not found")

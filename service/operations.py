@@ -1,0 +1,208 @@
+"""What each route does, so that routes stay a few lines (the template's crud.py).
+
+Functions take the `Runtime` and keyword arguments and return schemas, or raise
+`errors.Problem`. The rule for every request that changes state: write it to
+the store first (so an acknowledged request survives anything), then enqueue
+its job; if the queue is down, the 202 still stands and the worker enqueues
+the job from the store once the queue is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import time
+import uuid
+
+from .errors import Problem, not_found
+from .generation import Generated, Sampling, encode_prompt, generate, max_positions
+from .queue import Job, QueueUnavailable
+from .runtime import Runtime
+from .schemas import (
+    DEFAULT_TASK,
+    EditBatchCreate,
+    EditCreate,
+    EditMetrics,
+    EditorPublic,
+    EditPage,
+    EditPublic,
+    GeneratePublic,
+    GenerateRequest,
+    MetricsPublic,
+    ModelPublic,
+)
+from .store import EditRow, EditStatus
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- edits
+
+
+async def submit_edit(rt: Runtime, *, body: EditCreate | EditBatchCreate, idempotency_key: str | None) -> EditRow:
+    """Store the edit (or find the one this Idempotency-Key already made), then enqueue it."""
+    records = body.edits if isinstance(body, EditBatchCreate) else [body]
+    _check_tasks(rt, records)
+    dumped = [r.model_dump(mode="json") for r in records]
+    request_sha = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
+    row, created = await asyncio.to_thread(
+        rt.store.create_edit, edit_id=uuid.uuid4().hex, records=dumped, request_sha256=request_sha, idempotency_key=idempotency_key
+    )
+    if not created:
+        if row.request_sha256 != request_sha:
+            raise Problem(422, "idempotency-key-reused", f"Idempotency-Key {idempotency_key!r} was used for another request (edit {row.id})")
+        return row
+    rt.telemetry.edits.labels("queued").inc()
+    await _enqueue(rt, Job(row.id, "edit", row.id))
+    return row
+
+
+def _check_tasks(rt: Runtime, records: list[EditCreate]) -> None:
+    """An instructed editor needs a task it has instructions for; say so now, not at compute time."""
+    if not getattr(getattr(rt.components.editor, "config", None), "instruct", False):
+        return
+    from editor_core import instructions
+
+    known = set(instructions.tasks())
+    for i, r in enumerate(records):
+        if (r.task or DEFAULT_TASK) not in known:
+            raise Problem(422, "unknown-task", f"edit {i}: unknown task {r.task!r}; this editor knows {sorted(known)}")
+
+
+async def _enqueue(rt: Runtime, job: Job) -> None:
+    try:
+        await rt.queue.enqueue(job)
+    except QueueUnavailable as e:
+        log.warning("job %s stored but not enqueued (%s); the worker will enqueue it", job.id, e)
+        rt.telemetry.enqueue_deferred.inc()
+        rt.worker.request_reconcile()
+
+
+def get_edit(rt: Runtime, edit_id: str) -> EditRow:
+    row = rt.store.edit(edit_id)
+    if row is None:
+        raise not_found("edit", edit_id)
+    return row
+
+
+async def roll_back(rt: Runtime, *, edit_id: str) -> EditRow:
+    """Ask the worker to roll the edit back (cancel it if it has not run yet)."""
+    row = get_edit(rt, edit_id)
+    if row.status == EditStatus.failed:
+        raise Problem(409, "edit-failed", f"edit {edit_id} failed and was never applied; there is nothing to roll back")
+    job = await asyncio.to_thread(rt.store.request_rollback, edit_id)
+    if job is not None:
+        await _enqueue(rt, Job(job.id, job.kind, job.edit_id))
+    return get_edit(rt, edit_id)
+
+
+def list_edits(rt: Runtime, *, status: EditStatus | None, limit: int, cursor: str | None) -> EditPage:
+    rows = rt.store.list_edits(status=status, limit=limit + 1, before_seq=_decode_cursor(cursor))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].seq) if more else None
+    return EditPage(items=[EditPublic.from_row(r) for r in rows], next_cursor=next_cursor)
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("seq:"):
+            raise ValueError(text)
+        return int(text[4:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Problem(422, "bad-cursor", f"cursor {cursor!r} is not one this service gave out") from None
+
+
+def edit_metrics(rt: Runtime, *, edit_id: str) -> tuple[int, MetricsPublic]:
+    """(200, scores) once the worker has them; (202, not ready) until then."""
+    row = get_edit(rt, edit_id)
+    out = MetricsPublic(id=row.id, ready=False, status=row.status, version=row.version)
+    if row.metrics is not None:
+        return 200, out.model_copy(update={"ready": True, "metrics": EditMetrics.model_validate(row.metrics)})
+    if row.metrics_error is not None:
+        return 200, out.model_copy(update={"ready": True, "detail": f"metrics could not be computed: {row.metrics_error}"})
+    if row.version is None and row.status in (EditStatus.failed, EditStatus.rolled_back):
+        raise Problem(409, "never-applied", f"edit {edit_id} is {row.status} and was never applied; it has no metrics")
+    detail = "the edit is not applied yet" if row.version is None else "the worker computes them right after applying the edit"
+    return 202, out.model_copy(update={"detail": detail})
+
+
+# --------------------------------------------------------------------------- model and generation
+
+
+def model_info(rt: Runtime) -> ModelPublic:
+    snap = rt.state.current()
+    c = rt.components
+    editor = EditorPublic(
+        tag=getattr(c.editor, "tag", type(c.editor).__name__),
+        path=c.editor_path,
+        trained=c.trained,
+        instruct=bool(getattr(getattr(c.editor, "config", None), "instruct", False)),
+    )
+    first = next(iter(rt.state.base.values()))
+    return ModelPublic(
+        model=getattr(c.model, "name_or_path", "") or rt.settings.model,
+        editor=editor,
+        version=snap.version,
+        state_sha256=snap.state_sha256,
+        active_edits=list(snap.active),
+        device=str(first.device),
+        dtype=str(first.dtype).removeprefix("torch."),
+    )
+
+
+def prepare_generation(rt: Runtime, req: GenerateRequest):
+    """(snapshot, prompt ids, sampling) for a request, checked against the settings
+    and the served version; the snapshot is read once and used throughout."""
+    cap = rt.settings.max_new_tokens
+    if req.max_new_tokens > cap:
+        raise Problem(422, "max-new-tokens", f"max_new_tokens {req.max_new_tokens} is above this service's cap of {cap}")
+    snap = rt.state.current()
+    if req.version is not None and req.version != snap.version:
+        raise Problem(409, "version-not-served", f"version {req.version} is not served; the current version is {snap.version}", current_version=snap.version)
+    with rt.tokenizer_lock:
+        ids = encode_prompt(rt.components.tokenizer, req.prompt, max_positions=max_positions(snap.model), max_new_tokens=req.max_new_tokens)
+    if not ids:
+        raise Problem(422, "empty-prompt", "the prompt encodes to no tokens")
+    return snap, ids, Sampling(req.max_new_tokens, req.temperature, req.top_p, req.seed)
+
+
+async def generate_text(rt: Runtime, req: GenerateRequest) -> GeneratePublic:
+    snap, ids, sampling = prepare_generation(rt, req)
+    async with rt.generation_slots:
+        started = time.perf_counter()
+        out: Generated = await asyncio.to_thread(generate, snap.model, rt.components.tokenizer, ids, sampling)
+        rt.telemetry.generation_latency.observe(time.perf_counter() - started)
+    return GeneratePublic(text=out.text, model_version=snap.version, tokens=out.tokens, finish_reason=out.finish_reason)
+
+
+# --------------------------------------------------------------------------- health
+
+
+async def readiness(rt: Runtime) -> dict[str, bool]:
+    checks = {"model": True, "worker": rt.worker.alive}
+    try:
+        checks["store"] = await asyncio.to_thread(rt.store.ping)
+    except Exception:
+        checks["store"] = False
+    checks["queue"] = await rt.queue.ping()
+    return checks
+
+
+async def render_metrics(rt: Runtime) -> bytes:
+    try:
+        rt.telemetry.queue_depth.set(await rt.queue.depth())
+    except QueueUnavailable:
+        pass  # the gauge keeps its last value; /readyz reports the queue
+    return rt.telemetry.render()

@@ -1,0 +1,16 @@
+"""The model being served: version, weights hash, active edits."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from .. import operations as ops
+from ..deps import RuntimeDep
+from ..schemas import ModelPublic
+
+router = APIRouter(tags=["model"])
+
+
+@router.get("/model", response_model=ModelPublic)
+def get_model(rt: RuntimeDep):
+    return ops.model_info(rt)

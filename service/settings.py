@@ -1,0 +1,56 @@
+"""The service's one settings object; the only module that reads the environment.
+
+Every variable is `INSTRUCTEDIT_<FIELD>` (e.g. `INSTRUCTEDIT_STORE_DIR`), except
+the queue's `REDIS_URL`, which keeps the name every Redis tool already uses.
+Build one `Settings` at the edge (the CLI, a test) and pass it down:
+`create_app(settings)` never looks at the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def shipped_editor_path() -> Path:
+    """Where the trained editor for the default model ships inside `editor_core`."""
+    import editor_core
+
+    return Path(editor_core.__file__).parent / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INSTRUCTEDIT_", populate_by_name=True, extra="ignore")
+
+    model: str = Field("smollm2-135m", description="model name for editor_core.models.load_model")
+    editor_path: Path = Field(default_factory=shipped_editor_path, description="a saved editor (safetensors)")
+    # An untrained editor makes edits that barely move the model; starting with
+    # one silently would look like a working service that edits nothing.
+    allow_untrained_editor: bool = Field(False, description="start with an untrained MEND editor when editor_path is missing")
+    store_dir: Path = Field(Path("./instructedit-store"), description="the versioned store: the source of truth")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+        description="Redis Streams queue; unset means the embedded in-process queue",
+    )
+    queue_name: str = Field("instructedit", description="prefix of every Redis key (then the store's id)")
+    device: str | None = Field(None, description="torch device; default cuda when available, else cpu")
+    dtype: str | None = Field(None, description="torch dtype name; default float32 on cpu, bfloat16 on cuda")
+    # A rollback rebuilds from the newest snapshot whose active list is a prefix
+    # of the target, so K bounds the deltas re-added per rebuild by about K.
+    snapshot_every: int = Field(10, ge=0, description="snapshot the edited weights every K versions (0: never)")
+    max_new_tokens: int = Field(256, ge=1, description="cap on max_new_tokens per generation")
+    max_concurrent_generations: int = Field(2, ge=1, description="generations running at once; more wait")
+    max_tries: int = Field(3, ge=1, description="tries per job before it is marked failed (crashes count)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {value!r}")
+        return value

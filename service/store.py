@@ -1,0 +1,413 @@
+"""The versioned store: a directory that is the service's source of truth.
+
+    <root>/manifest.sqlite                 edits, jobs, versions, snapshots, meta
+    <root>/deltas/<sha256>.safetensors     one per committed edit, named by content (artifacts.py)
+    <root>/snapshots/v<N>.safetensors      the edited weights at version N, every K versions
+    <root>/LOCK                            held (flock) by the one process that writes here
+
+Version N is the base weights plus the active deltas of version N, in commit
+order. Redis (or the embedded queue) only carries job ids: every request is
+written here before it is acknowledged, so a restart rebuilds the same weights
+and re-enqueues whatever was acknowledged and not yet finished.
+
+A job's completion (the new version row, the edit's new status, the job's
+`done_at`) is written in one SQLite transaction, so a worker that dies either
+left no trace or finished the job; a redelivered job that is already done is
+only acknowledged. Safe to call from several threads (one lock, one connection).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import torch
+
+from editor_core.delta import Delta
+
+from .artifacts import Artifacts
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS edits (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT UNIQUE NOT NULL,
+  idempotency_key TEXT UNIQUE,
+  request_sha256 TEXT NOT NULL,
+  records TEXT NOT NULL,
+  status TEXT NOT NULL,
+  version INTEGER, delta_sha256 TEXT,
+  queued_at REAL NOT NULL, started_at REAL, applied_at REAL, finished_at REAL,
+  rollback_requested_at REAL, rolled_back_at REAL, rollback_version INTEGER,
+  error TEXT, metrics TEXT, metrics_error TEXT
+);
+CREATE INDEX IF NOT EXISTS edits_status ON edits (status, seq);
+CREATE TABLE IF NOT EXISTS jobs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, edit_id TEXT NOT NULL,
+  enqueued_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, done_at REAL, error TEXT
+);
+CREATE TABLE IF NOT EXISTS versions (
+  version INTEGER PRIMARY KEY, active TEXT NOT NULL, state_sha256 TEXT NOT NULL,
+  created_at REAL NOT NULL, cause TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (version INTEGER PRIMARY KEY, active TEXT NOT NULL, file TEXT NOT NULL);
+"""
+
+
+class EditStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    applied = "applied"
+    failed = "failed"
+    rolled_back = "rolled_back"
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked (locked, or made for another model)."""
+
+
+@dataclass(frozen=True)
+class EditRow:
+    seq: int
+    id: str
+    idempotency_key: str | None
+    request_sha256: str
+    records: list[dict]
+    status: EditStatus
+    version: int | None
+    delta_sha256: str | None
+    queued_at: float
+    started_at: float | None
+    applied_at: float | None
+    finished_at: float | None
+    rollback_requested_at: float | None
+    rolled_back_at: float | None
+    rollback_version: int | None
+    error: str | None
+    metrics: dict | None
+    metrics_error: str | None
+
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row) -> "EditRow":
+        d = dict(row)
+        d["records"] = json.loads(d["records"])
+        d["status"] = EditStatus(d["status"])
+        d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else None
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    seq: int
+    id: str
+    kind: str  # "edit" | "rollback"
+    edit_id: str
+    enqueued_at: float
+    attempts: int
+    done_at: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: int
+    active: tuple[str, ...]  # edit ids, in commit order
+    state_sha256: str
+    created_at: float
+    cause: str
+
+
+def edit_job_id(edit_id: str) -> str:
+    return edit_id
+
+
+def rollback_job_id(edit_id: str) -> str:
+    return f"rollback:{edit_id}"
+
+
+class Store:
+    """Open with `Store.open(root, identity=..., base_sha256=...)`; one writer process at a time."""
+
+    def __init__(self, root: Path, db: sqlite3.Connection, lock_fd: int):
+        self.root = root
+        self.store_id = ""  # made once, with the store: names its queue in Redis
+        self.files = Artifacts(root)
+        self._db = db
+        self._lock_fd = lock_fd
+        self._mutex = threading.RLock()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, root: str | Path, *, identity: dict, base_sha256: str) -> "Store":
+        """Open or create the store. `identity` (model id, edited weight names) and
+        the base weights' hash must match what the store was made with: deltas
+        added to another base would give other weights than the manifest says."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"store {root} is in use by another service process (one writer per store)") from None
+        db = sqlite3.connect(root / "manifest.sqlite", check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        store = cls(root, db, fd)
+        store._check_identity(identity, base_sha256)
+        return store
+
+    def _check_identity(self, identity: dict, base_sha256: str) -> None:
+        want = {"identity": json.dumps(identity, sort_keys=True), "base_sha256": base_sha256}
+        with self._tx() as db:
+            have = {r["key"]: r["value"] for r in db.execute("SELECT key, value FROM meta")}
+            if not have:
+                have = {**want, "store_id": uuid.uuid4().hex[:12]}
+                db.executemany("INSERT INTO meta VALUES (?, ?)", list(have.items()))
+                db.execute("INSERT INTO versions VALUES (0, '[]', ?, ?, 'base')", (base_sha256, time.time()))
+        self.store_id = have["store_id"]
+        if {k: have.get(k) for k in want} != want:
+            self.close()
+            raise StoreError(
+                f"store {self.root} was made for another base model: it has {have}, this service has {want}. "
+                "Point store_dir at a new directory, or start with the model the store was made for."
+            )
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._lock_fd < 0:
+                return
+            self._db.close()
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    def ping(self) -> bool:
+        with self._mutex:
+            return self._db.execute("SELECT 1").fetchone()[0] == 1
+
+    def _tx(self):
+        return _Transaction(self._db, self._mutex)
+
+    def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
+        with self._mutex:
+            return self._db.execute(sql, args).fetchone()
+
+    # ------------------------------------------------------------------ requests
+
+    def create_edit(
+        self, *, edit_id: str, records: list[dict], request_sha256: str, idempotency_key: str | None
+    ) -> tuple[EditRow, bool]:
+        """Write an edit and its job; (row, True). With an idempotency key that is
+        already known, the earlier edit and False: nothing new is written."""
+        now = time.time()
+        with self._tx() as db:
+            if idempotency_key is not None:
+                row = db.execute("SELECT * FROM edits WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                if row is not None:
+                    return EditRow.from_sql(row), False
+            db.execute(
+                "INSERT INTO edits (id, idempotency_key, request_sha256, records, status, queued_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (edit_id, idempotency_key, request_sha256, json.dumps(records), EditStatus.queued, now),
+            )
+            db.execute("INSERT INTO jobs (id, kind, edit_id, enqueued_at) VALUES (?, 'edit', ?, ?)", (edit_job_id(edit_id), edit_id, now))
+        return self.edit(edit_id), True
+
+    def request_rollback(self, edit_id: str) -> JobRow | None:
+        """Record the wish to roll `edit_id` back and its job (once); None when it
+        was already requested. The worker decides: cancel if never applied."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE edits SET rollback_requested_at = ? WHERE id = ? AND rollback_requested_at IS NULL", (now, edit_id)
+            )
+            if cur.rowcount == 0:
+                return None
+            db.execute("INSERT INTO jobs (id, kind, edit_id, enqueued_at) VALUES (?, 'rollback', ?, ?)", (rollback_job_id(edit_id), edit_id, now))
+        return self.job(rollback_job_id(edit_id))
+
+    def edit(self, edit_id: str) -> EditRow | None:
+        row = self._one("SELECT * FROM edits WHERE id = ?", (edit_id,))
+        return EditRow.from_sql(row) if row else None
+
+    def list_edits(self, *, status: EditStatus | None, limit: int, before_seq: int | None) -> list[EditRow]:
+        """Newest first; `before_seq` is the cursor (the last seq of the previous page)."""
+        sql, args = "SELECT * FROM edits WHERE 1=1", []
+        if status is not None:
+            sql, args = sql + " AND status = ?", args + [str(status)]
+        if before_seq is not None:
+            sql, args = sql + " AND seq < ?", args + [before_seq]
+        with self._mutex:
+            rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        return [EditRow.from_sql(r) for r in rows]
+
+    # ------------------------------------------------------------------ jobs (the worker's side)
+
+    def job(self, job_id: str) -> JobRow | None:
+        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return JobRow(**dict(row)) if row else None
+
+    def unfinished_jobs(self) -> list[JobRow]:
+        """Acknowledged jobs not yet done, in the order they were acknowledged."""
+        with self._mutex:
+            rows = self._db.execute("SELECT * FROM jobs WHERE done_at IS NULL ORDER BY seq").fetchall()
+        return [JobRow(**dict(r)) for r in rows]
+
+    def start_job(self, job_id: str) -> int:
+        """Count a try before the work (arq's rule: a crash still counts); returns the tries so far."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
+            job = db.execute("SELECT kind, edit_id, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if job["kind"] == "edit":
+                db.execute(
+                    "UPDATE edits SET status = ?, started_at = ? WHERE id = ? AND status IN (?, ?)",
+                    (EditStatus.running, now, job["edit_id"], EditStatus.queued, EditStatus.running),
+                )
+        return job["attempts"]
+
+    def fail_job(self, job: JobRow, error: str) -> None:
+        """A job that must not be retried. A failed edit is never applied; a failed
+        rollback leaves its edit applied, with the reason in `error`."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET done_at = ?, error = ? WHERE id = ?", (now, error, job.id))
+            if job.kind == "edit":
+                db.execute("UPDATE edits SET status = ?, finished_at = ?, error = ? WHERE id = ?", (EditStatus.failed, now, error, job.edit_id))
+            else:
+                db.execute("UPDATE edits SET error = ? WHERE id = ?", (f"rollback failed: {error}", job.edit_id))
+
+    def finish_job(self, job: JobRow) -> None:
+        """A job with nothing (left) to do."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET done_at = ? WHERE id = ? AND done_at IS NULL", (time.time(), job.id))
+
+    def cancel_edit(self, job: JobRow) -> None:
+        """A rollback asked for before the edit ran: it is never applied, and
+        every job of the edit (the edit's, the rollback's) is done."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET done_at = ? WHERE edit_id = ? AND done_at IS NULL", (now, job.edit_id))
+            db.execute(
+                "UPDATE edits SET status = ?, finished_at = ?, rolled_back_at = ? WHERE id = ?",
+                (EditStatus.rolled_back, now, now, job.edit_id),
+            )
+
+    def commit_edit(self, job: JobRow, *, delta_sha256: str, active: list[str], state_sha256: str) -> VersionRow:
+        """Version n+1 = `active` (the edit last); the edit applied; the job done. One transaction."""
+        now = time.time()
+        with self._tx() as db:
+            version = self._insert_version(db, active, state_sha256, now, f"edit:{job.edit_id}")
+            db.execute(
+                "UPDATE edits SET status = ?, version = ?, delta_sha256 = ?, applied_at = ?, finished_at = ? WHERE id = ?",
+                (EditStatus.applied, version, delta_sha256, now, now, job.edit_id),
+            )
+            db.execute("UPDATE jobs SET done_at = ? WHERE id = ?", (now, job.id))
+        return self.version(version)
+
+    def commit_rollback(self, job: JobRow, *, active: list[str], state_sha256: str) -> VersionRow:
+        """Version n+1 = `active` (without the edit); the edit rolled back; the job done. One transaction."""
+        now = time.time()
+        with self._tx() as db:
+            version = self._insert_version(db, active, state_sha256, now, f"rollback:{job.edit_id}")
+            db.execute(
+                "UPDATE edits SET status = ?, rollback_version = ?, rolled_back_at = ? WHERE id = ?",
+                (EditStatus.rolled_back, version, now, job.edit_id),
+            )
+            db.execute("UPDATE jobs SET done_at = ? WHERE id = ?", (now, job.id))
+        return self.version(version)
+
+    @staticmethod
+    def _insert_version(db: sqlite3.Connection, active: list[str], state_sha256: str, now: float, cause: str) -> int:
+        version = db.execute("SELECT MAX(version) FROM versions").fetchone()[0] + 1
+        db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)", (version, json.dumps(active), state_sha256, now, cause))
+        return version
+
+    def set_metrics(self, edit_id: str, *, metrics: dict | None, error: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE edits SET metrics = ?, metrics_error = ? WHERE id = ?", (json.dumps(metrics) if metrics else None, error, edit_id))
+
+    def edits_missing_metrics(self) -> list[EditRow]:
+        """Applied (possibly since rolled back) edits whose metrics a dead worker never wrote."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT * FROM edits WHERE version IS NOT NULL AND metrics IS NULL AND metrics_error IS NULL ORDER BY seq"
+            ).fetchall()
+        return [EditRow.from_sql(r) for r in rows]
+
+    # ------------------------------------------------------------------ versions
+
+    def head(self) -> VersionRow:
+        return self._version_row(self._one("SELECT * FROM versions ORDER BY version DESC LIMIT 1"))
+
+    def version(self, version: int) -> VersionRow | None:
+        row = self._one("SELECT * FROM versions WHERE version = ?", (version,))
+        return self._version_row(row) if row else None
+
+    @staticmethod
+    def _version_row(row: sqlite3.Row) -> VersionRow:
+        d = dict(row)
+        d["active"] = tuple(json.loads(d["active"]))
+        return VersionRow(**d)
+
+    # ------------------------------------------------------------------ files
+
+    def write_delta(self, delta: Delta) -> str:
+        """Write the delta's file (before the commit that names it); returns its sha256."""
+        return self.files.write_delta(delta)
+
+    def delta_of_edit(self, edit_id: str) -> Delta:
+        row = self.edit(edit_id)
+        if row is None or row.delta_sha256 is None:
+            raise StoreError(f"edit {edit_id} has no committed delta")
+        return self.files.read_delta(row.delta_sha256)
+
+    def write_snapshot(self, version: int, active: list[str], weights: dict[str, torch.Tensor]) -> None:
+        """A cache of the weights of `version`; the manifest row is written after the file."""
+        name = self.files.write_snapshot(version, active, weights)
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (version, json.dumps(active), name))
+
+    def best_snapshot(self, active: list[str], device: torch.device) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """(n, weights) of the snapshot with the longest non-empty active list that
+        is a prefix of `active` (newest on a tie): the weights of active[:n]."""
+        with self._mutex:
+            rows = self._db.execute("SELECT active, file FROM snapshots ORDER BY version DESC").fetchall()
+        best = None
+        for row in rows:
+            prefix = json.loads(row["active"])
+            if prefix and active[: len(prefix)] == prefix and (best is None or len(prefix) > len(best[0])):
+                best = (prefix, row["file"])
+        if best is None:
+            return None
+        return len(best[0]), self.files.read_snapshot(best[1], device)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the store's lock; ROLLBACK on any error."""
+
+    def __init__(self, db: sqlite3.Connection, mutex: threading.RLock):
+        self.db, self.mutex = db, mutex
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.mutex.acquire()
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.mutex.release()
+

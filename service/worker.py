@@ -1,0 +1,356 @@
+"""The one writer: applies edit and rollback jobs, one at a time, in queue order.
+
+For each job: count the try in the store (before any work, so a crash counts),
+then compute the new weights off to the side, commit them to the store (one
+transaction: version row, edit status, job done), swap them in (one reference
+assignment, `ModelState.publish`), acknowledge the queue entry, and only then
+compute the edit's metrics. Hence:
+
+* a worker that dies before the commit leaves no trace: the job is still
+  pending (stream) or unfinished (store) and is redone on restart;
+* one that dies after the commit left the job done in the store: the restart
+  rebuilds the weights from the store and only acknowledges the entry;
+* an edit whose computation fails (bad input that shows only at compute time,
+  an exception in the editor) is marked failed with its reason, never applied;
+* a transient failure is retried: queue errors (Redis down, or restarted empty)
+  with backoff, then a reconcile that re-enqueues every job the store knows as
+  unfinished; other errors outside the editor by redoing the job, up to
+  `max_tries` tries in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from editor_core.records import EditRecord
+
+from .evaluation import measure
+from .queue import Delivery, Job, JobQueue, QueueUnavailable
+from .schemas import EditCreate
+from .state import ModelState
+from .store import EditRow, EditStatus, JobRow, Store
+from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class EditFailed(Exception):
+    """The editor could not make this edit; the job fails, nothing is applied."""
+
+
+@dataclass
+class _MetricsWork:
+    edit_id: str
+    records: list[EditRecord]
+    pre: dict[str, torch.Tensor]
+    post: dict[str, torch.Tensor]
+
+
+class Worker:
+    """The writer loop (`run`), started by the app, or drained by a test (`drain`).
+
+    Settings, keyword-only, with their defaults:
+        max_tries (3): tries per job, counted in the store before work; a job
+            that reaches it (say, it crashes the worker every time) is failed.
+        snapshot_every (10): write the edited weights every K versions (0: never).
+        block_ms (500): how long one queue read waits; also how soon `stop` is seen.
+        retry_delay (0.1) and retry_delay_max (2.0): seconds of backoff after a
+            transient failure, doubling up to the cap.
+        compute_metrics (True): score each edit before/after once it is visible.
+        on_checkpoint (None): called with (stage, job_id) at "computed" (before
+            the commit) and "committed" (before the swap and the ack); tests
+            raise a BaseException there to stand for the process dying.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        state: ModelState,
+        queue: JobQueue,
+        editor,
+        tokenizer,
+        telemetry: Telemetry,
+        max_tries: int = 3,
+        snapshot_every: int = 10,
+        block_ms: int = 500,
+        retry_delay: float = 0.1,
+        retry_delay_max: float = 2.0,
+        compute_metrics: bool = True,
+        on_checkpoint: Callable[[str, str], None] | None = None,
+    ):
+        self.store, self.state, self.queue, self.editor = store, state, queue, editor
+        self.tokenizer, self.telemetry = tokenizer, telemetry
+        self.max_tries, self.snapshot_every, self.block_ms = max_tries, snapshot_every, block_ms
+        self.retry_delay, self.retry_delay_max = retry_delay, retry_delay_max
+        self.compute_metrics, self.on_checkpoint = compute_metrics, on_checkpoint
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._needs_reconcile = True
+        self._failures = 0
+        self._backfill: deque[EditRow] = deque()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="instructedit-worker")
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        """Finish the job in hand, then stop (cancel after `timeout`)."""
+        self._stopping = True
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except asyncio.TimeoutError:
+            self._task.cancel()
+        except BaseException as e:  # the loop had died already; it was logged then
+            log.debug("worker ended with %r", e)
+
+    def request_reconcile(self) -> None:
+        """Something was stored but not enqueued: compare store and queue soon."""
+        self._needs_reconcile = True
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Process jobs until `stop` (or, with burst, until the queue is empty)."""
+        self._backfill = deque(self.store.edits_missing_metrics() if self.compute_metrics else ())
+        try:
+            await self._connect()
+            while not self._stopping:
+                ok, delivery = await self._next(0 if burst else self.block_ms)
+                if delivery is not None:
+                    await self._process(delivery)
+                elif ok and self._backfill:
+                    await self._backfill_one()
+                elif ok and burst:
+                    return
+        except BaseException:
+            if not self._stopping:
+                log.exception("the worker died; restart the service to resume (nothing half-applied)")
+            raise
+
+    async def drain(self) -> None:
+        """Tests: apply everything queued now, then return (the worker must not be started)."""
+        assert self._task is None, "drain() is for a worker that is not running in the background"
+        await self.run(burst=True)
+
+    # ------------------------------------------------------------------ the queue side
+
+    async def _connect(self) -> None:
+        while not self._stopping:
+            try:
+                await self.queue.open()
+                await self.reconcile()
+                self._needs_reconcile = False
+                return
+            except QueueUnavailable as e:
+                await self._backoff("queue", e)
+
+    async def reconcile(self) -> int:
+        """Enqueue every job the store knows as unfinished that the queue lacks
+        (all of them after Redis lost its data); returns how many."""
+        present = {job.id for job in await self.queue.backlog()}
+        missing = [j for j in self.store.unfinished_jobs() if j.id not in present]
+        for job in missing:
+            await self.queue.enqueue(Job(job.id, job.kind, job.edit_id))
+        if missing:
+            log.warning("re-enqueued %d unfinished job(s) from the store", len(missing))
+        return len(missing)
+
+    async def _next(self, block_ms: int) -> tuple[bool, Delivery | None]:
+        """(reachable, delivery). Transient queue failures back off and return (False, None)."""
+        try:
+            if self._needs_reconcile:
+                await self.reconcile()
+                self._needs_reconcile = False
+            delivery = await self.queue.read(block_ms)
+        except QueueUnavailable as e:
+            self._needs_reconcile = True
+            await self._backoff("queue", e)
+            return False, None
+        self._failures = 0
+        return True, delivery
+
+    async def _ack(self, delivery: Delivery) -> None:
+        """Retried until it works; if we stop first, the entry stays pending and the
+        job, done in the store, is only acknowledged after the restart."""
+        while True:
+            try:
+                await self.queue.ack(delivery)
+                return
+            except QueueUnavailable as e:
+                self._needs_reconcile = True
+                if self._stopping:
+                    return
+                await self._backoff("queue", e)
+
+    async def _backoff(self, cause: str, error: Exception) -> None:
+        self._failures += 1
+        self.telemetry.worker_retries.labels(cause).inc()
+        delay = min(self.retry_delay * 2 ** (self._failures - 1), self.retry_delay_max)
+        log.warning("transient %s failure (#%d, retry in %.2fs): %s", cause, self._failures, delay, error)
+        await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ one job
+
+    async def _process(self, delivery: Delivery) -> None:
+        job = self.store.job(delivery.job.id)
+        work = None
+        if job is None:
+            log.warning("job %s is not in the store (another store's queue?); dropping it", delivery.job.id)
+        elif job.done_at is None:
+            work = await self._run_with_tries(job)
+        await self._ack(delivery)
+        try:
+            if work is not None:
+                await self._metrics(work)
+        finally:
+            self._sync_work()
+
+    async def _run_with_tries(self, job: JobRow) -> _MetricsWork | None:
+        while True:
+            job = self.store.job(job.id)
+            if job.done_at is not None:  # a try got as far as the commit
+                return None
+            tries = self.store.start_job(job.id)
+            if tries > self.max_tries:
+                self.store.fail_job(job, f"gave up after {tries - 1} tries (crashed or hit errors each time)")
+                if job.kind == "edit":
+                    self.telemetry.edits.labels("failed").inc()
+                return None
+            try:
+                if job.kind == "edit":
+                    return await self._apply_edit(job)
+                return await self._apply_rollback(job)
+            except Exception:  # not the editor's fault (those fail the edit inside): redo the job
+                log.exception("job %s: try %d failed; retrying", job.id, tries)
+                self.telemetry.worker_retries.labels("job").inc()
+                await asyncio.sleep(min(self.retry_delay * 2 ** (tries - 1), self.retry_delay_max))
+
+    def _checkpoint(self, stage: str, job: JobRow) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(stage, job.id)
+
+    async def _apply_edit(self, job: JobRow) -> _MetricsWork | None:
+        row = self.store.edit(job.edit_id)
+        if row.rollback_requested_at is not None:
+            self.store.cancel_edit(job)
+            self.telemetry.edits.labels("rolled_back").inc()
+            return None
+        records = [EditCreate.model_validate(r).to_record(f"{row.id}#{i}") for i, r in enumerate(row.records)]
+        try:
+            delta = await asyncio.to_thread(self._compute, records)
+        except Exception as e:
+            log.info("edit %s failed: %s", row.id, e)
+            self.store.fail_job(job, f"{type(e).__name__}: {e}")
+            self.telemetry.edits.labels("failed").inc()
+            return None
+        self._checkpoint("computed", job)
+        head = self.store.head()
+        pre = self._served_weights()
+        active = [*head.active, row.id]
+        weights = await asyncio.to_thread(self.state.build, self.store, active, lambda e: delta if e == row.id else self.store.delta_of_edit(e))
+        snapshot = await asyncio.to_thread(self.state.prepare, head.version + 1, active, weights)
+        delta_sha = await asyncio.to_thread(self.store.write_delta, delta)
+        committed = self.store.commit_edit(job, delta_sha256=delta_sha, active=active, state_sha256=snapshot.state_sha256)
+        assert committed.version == snapshot.version, "a second writer is using this store"
+        self._checkpoint("committed", job)
+        self.state.publish(snapshot)
+        self._published(committed.version)
+        done = self.store.edit(row.id)
+        self.telemetry.observe_applied(done.queued_at, done.started_at, done.applied_at)
+        await asyncio.to_thread(self._maybe_snapshot, committed.version, active, weights)
+        return _MetricsWork(row.id, records, pre, weights)
+
+    def _compute(self, records: list[EditRecord]):
+        """The editor on the worker's own tree (its hooks never reach a serving tree)."""
+        delta = self.editor.compute_delta(self.state.work, self.tokenizer, records)
+        for name, (left, right) in delta.factors.items():
+            if not (torch.isfinite(left).all() and torch.isfinite(right).all()):
+                raise EditFailed(f"the editor produced non-finite values for {name}")
+        return delta
+
+    async def _apply_rollback(self, job: JobRow) -> None:
+        row = self.store.edit(job.edit_id)
+        if row.status in (EditStatus.queued, EditStatus.running):  # never applied: cancel it
+            self.store.cancel_edit(job)
+            self.telemetry.edits.labels("rolled_back").inc()
+            return None
+        if row.status != EditStatus.applied:  # it failed while the rollback waited: nothing to remove
+            self.store.finish_job(job)
+            return None
+        head = self.store.head()
+        active = [e for e in head.active if e != row.id]
+        weights = await asyncio.to_thread(self.state.build, self.store, active, self.store.delta_of_edit)
+        snapshot = await asyncio.to_thread(self.state.prepare, head.version + 1, active, weights)
+        committed = self.store.commit_rollback(job, active=active, state_sha256=snapshot.state_sha256)
+        self._checkpoint("committed", job)
+        self.state.publish(snapshot)
+        self._published(committed.version)
+        self.telemetry.edits.labels("rolled_back").inc()
+        await asyncio.to_thread(self._maybe_snapshot, committed.version, active, weights)
+        return None
+
+    def _published(self, version: int) -> None:
+        self.telemetry.model_version.set(version)
+        log.info("now serving version %d", version)
+
+    def _served_weights(self) -> dict[str, torch.Tensor]:
+        model = self.state.current().model
+        return {n: model.get_parameter(n).detach() for n in self.state.names}
+
+    def _sync_work(self) -> None:
+        """The next edit is computed on the served version, whatever the last job did."""
+        self.state.load_work(self._served_weights())
+
+    def _maybe_snapshot(self, version: int, active: list[str], weights: dict[str, torch.Tensor]) -> None:
+        """Snapshots are a cache (rebuilds get shorter): failing to write one only costs time later."""
+        if not self.snapshot_every or version % self.snapshot_every:
+            return
+        try:
+            self.store.write_snapshot(version, active, weights)
+        except OSError:
+            log.exception("could not write the snapshot of version %d", version)
+
+    # ------------------------------------------------------------------ metrics (after the ack)
+
+    async def _metrics(self, work: _MetricsWork) -> None:
+        """Score the edit on the worker's tree (the caller points it back at the served weights)."""
+        if not self.compute_metrics:
+            return
+        try:
+            scores = await asyncio.to_thread(
+                measure, self.state.work, self.tokenizer, work.records, load=self.state.load_work, pre=work.pre, post=work.post
+            )
+            self.store.set_metrics(work.edit_id, metrics=scores)
+        except Exception as e:  # metrics are a report; a failure there must not stop the writer
+            log.exception("metrics for edit %s failed", work.edit_id)
+            self.store.set_metrics(work.edit_id, metrics=None, error=f"{type(e).__name__}: {e}")
+
+    async def _backfill_one(self) -> None:
+        row = self._backfill.popleft()
+        try:
+            await self._metrics(await asyncio.to_thread(self._backfill_work, row))
+        except Exception as e:  # the versions could not be rebuilt: say so instead of "not ready" forever
+            log.exception("metrics for edit %s could not be backfilled", row.id)
+            self.store.set_metrics(row.id, metrics=None, error=f"{type(e).__name__}: {e}")
+        finally:
+            self._sync_work()
+
+    def _backfill_work(self, row: EditRow) -> _MetricsWork:
+        """Metrics a dead worker never wrote: rebuild the versions before and after the edit."""
+        records = [EditCreate.model_validate(r).to_record(f"{row.id}#{i}") for i, r in enumerate(row.records)]
+        before, after = self.store.version(row.version - 1), self.store.version(row.version)
+        pre = self.state.build(self.store, before.active, self.store.delta_of_edit)
+        post = self.state.build(self.store, after.active, self.store.delta_of_edit)
+        return _MetricsWork(row.id, records, pre, post)
