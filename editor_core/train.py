@@ -62,6 +62,15 @@ class TrainConfig:
     norm_freeze_steps: int = 500  # normalization statistics freeze after this many steps
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        from .data import TASKS
+
+        if self.sampling not in ("balanced", "uniform"):
+            raise ValueError(f"sampling must be 'balanced' or 'uniform', got {self.sampling!r}")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if not self.tasks or unknown:
+            raise ValueError(f"unknown training tasks {unknown or '(none given)'}; known: {list(TASKS)}")
+
 
 # --------------------------------------------------------------------------- one step
 
