@@ -291,7 +291,7 @@ def _greedy_config(model, tokenizer, max_new_tokens: int):
 
 @torch.inference_mode()
 def _generate_ids(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: Sequence[int], batch_size: int
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: Sequence[int], batch_size: int, stop_at_eos: bool = True
 ) -> list[list[int]]:
     """Greedy continuations as token ids, cut at the first EOS (exclusive) and
     at each prompt's own ``max_new_tokens``. Greedy decoding is deterministic,
@@ -304,12 +304,14 @@ def _generate_ids(
         budgets = list(max_new_tokens[sl])
         ids, mask = encode_prompts(tokenizer, list(prompts[sl]))
         cfg = _greedy_config(model, tokenizer, max(budgets))
+        if not stop_at_eos:  # a fixed-length continuation: EOS is suppressed
+            cfg.min_new_tokens = max(budgets)
         gen = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=cfg
         )
         for row, budget in zip(gen[:, ids.shape[1] :].tolist(), budgets):
             row = row[:budget]
-            for j, tok in enumerate(row):
+            for j, tok in enumerate(row if stop_at_eos else ()):
                 if tok in eos:
                     row = row[:j]
                     break
@@ -353,6 +355,9 @@ def generation_exact_match(
 def fluency(
     model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 100, batch_size: int = 16
 ) -> list[float]:
-    """``ngram_entropy`` (bits, not in [0, 1]) of each prompt's greedy continuation."""
-    texts = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return [ngram_entropy(t) for t in texts]
+    """``ngram_entropy`` (bits, not in [0, 1]) of each prompt's greedy
+    continuation of exactly ``max_new_tokens`` tokens (EOS suppressed, as
+    ROME's fixed-length generations): an instruct model that would stop at
+    once after a question must still show whether the edit broke its text."""
+    rows = _generate_ids(model, tokenizer, prompts, [max_new_tokens] * len(prompts), batch_size, stop_at_eos=False)
+    return [ngram_entropy(tokenizer.decode(r, skip_special_tokens=True)) for r in rows]
