@@ -131,12 +131,14 @@ def evaluate(
     sequential: bool = typer.Option(False, help="accumulate edits, re-measure all after the last"),
     out: Path = typer.Option(Path("bench/results/quality.json")),
     data_dir: Optional[Path] = None,
+    append: bool = typer.Option(False, help="keep the rows of other methods already in OUT"),
 ):
     """Edit each test record alone and report the field's metrics per task."""
     from .report import run_evaluation
 
     rows = run_evaluation(editors=editor, model=model, tasks=[t for t in tasks.split(",") if t], records_file=records, n=n,
-                          unseen_instruction=unseen_instruction, sequential=sequential, out=out, data_dir=data_dir, console=console)
+                          unseen_instruction=unseen_instruction, sequential=sequential, out=out, data_dir=data_dir, console=console,
+                          append=append)
     console.print(f"wrote {out} ({len(rows)} rows), {out.with_suffix('.md')} and {out.with_suffix('.png')}")
 
 

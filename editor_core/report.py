@@ -35,7 +35,7 @@ def setting_of(task: str, editor) -> str:
 
 
 def run_evaluation(*, editors, model, tasks, records_file=None, n=50, unseen_instruction=True, sequential=False,
-                   out: Path, data_dir=None, console=None) -> list[Row]:
+                   out: Path, data_dir=None, console=None, append: bool = False) -> list[Row]:
     from .data import load_file, load_task_split
     from .models import load_model
 
@@ -47,6 +47,11 @@ def run_evaluation(*, editors, model, tasks, records_file=None, n=50, unseen_ins
         sets = {t: load_task_split(t, "test", data_dir)[:n] for t in tasks}
     rows: list[Row] = []
     train_seconds = {}
+    if append and out.exists():  # keep the other methods' rows from an earlier run
+        names = {parse_editor(e)[0] for e in editors}
+        prior = json.loads(out.read_text())
+        rows = [Row(**r) for r in prior["rows"] if r["method"] not in names]
+        train_seconds = {k: v for k, v in prior.get("train_seconds", {}).items() if k not in names}
     for spec in editors:
         name, what = parse_editor(spec)
         editor = load_method(what, m)
