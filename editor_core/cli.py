@@ -121,6 +121,34 @@ def train(
 
 
 @app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="a training checkpoint (e.g. runs/instructedit/best.safetensors)"),
+    out: Path = typer.Option(DEFAULT_EDITOR, help="where to write the editor"),
+    model: str = "smollm2-135m",
+    dtype: str = typer.Option("float16", help="dtype of the hypernetwork weights: float16, bfloat16 or float32"),
+):
+    """Write a trained editor for shipping (smaller dtype), with its training card beside it."""
+    import torch
+
+    from .editors import load_editor
+    from .models import load_model
+
+    if dtype not in ("float16", "bfloat16", "float32"):
+        raise typer.BadParameter("dtype must be float16, bfloat16 or float32")
+    m, _ = load_model(model, device="cpu", dtype="float32")
+    editor = load_editor(checkpoint, m)
+    card_path = checkpoint.parent / "card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    for private in ("optimizer", "rng_state", "since_best"):
+        card.pop(private, None)
+    card["exported_from"] = str(checkpoint)
+    card["weights_dtype"] = dtype
+    editor.save(out, dtype=getattr(torch, dtype), extra={"training_card": json.dumps({k: card.get(k) for k in ("config", "step", "best")})})
+    out.with_suffix(".card.json").write_text(json.dumps(card, indent=1))
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {out.with_suffix('.card.json')}")
+
+
+@app.command()
 def evaluate(
     editor: list[str] = typer.Option([str(DEFAULT_EDITOR)], help="editor checkpoint(s), 'ft-l' or 'none'; NAME=PATH to label"),
     model: str = "smollm2-135m",
