@@ -99,6 +99,7 @@ def train(
     step_init: float = -1e-4,
     c_edit: float = 1.0,
     c_loc: float = 1.0,
+    kl_scope: str = typer.Option("all", help="KL on locality answers only ('answer', the reference) or every unrelated position ('all')"),
     sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),
     seed: int = 0,
     data_dir: Optional[Path] = typer.Option(None, help="data directory (default: $INSTRUCTEDIT_DATA_DIR or ../shared/data)"),
@@ -113,7 +114,7 @@ def train(
 
     cfg = TrainConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), instruct=instruct, rank=rank,
                       steps=steps, batch_size=batch_size, lr=lr, lr_step=lr_step, step_init=step_init, c_edit=c_edit,
-                      c_loc=c_loc, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
+                      c_loc=c_loc, kl_scope=kl_scope, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
                       val_every=val_every, val_per_task=val_per_task, patience=patience, max_minutes=max_minutes)
     card = run(cfg, resume=not fresh)
     console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "

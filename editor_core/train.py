@@ -45,6 +45,12 @@ class TrainConfig:
     step_init: float = -1e-4
     c_edit: float = 1.0
     c_loc: float = 1.0
+    # Where KL(unedited ‖ edited) is taken. "answer": the locality answer tokens
+    # only. "all": every position of the locality prompt, plus every position of
+    # the edit example that does not predict the target (its prompt, and the
+    # token after the target), so that an edit fires where the target is due and
+    # nowhere else (without it, edits spill over: "Rome Rome Rome ...").
+    kl_scope: str = "all"
     train_on_rephrase: bool = True  # also score the target after a rephrased prompt
     # Chance that the rephrase row drops its instruction: users query the edited
     # model with plain prompts, so the edit must hold without one.
@@ -65,6 +71,8 @@ class TrainConfig:
     def __post_init__(self):
         from .data import TASKS
 
+        if self.kl_scope not in ("answer", "all"):
+            raise ValueError(f"kl_scope must be 'answer' or 'all', got {self.kl_scope!r}")
         if self.sampling not in ("balanced", "uniform"):
             raise ValueError(f"sampling must be 'balanced' or 'uniform', got {self.sampling!r}")
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -98,10 +106,15 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
     kinds = kinds.to(model.device)
     cut = runner.bottom(batch.input_ids, batch.attention_mask)
     captured, h0 = editor.capture(runner, cut, batch, rows=kinds == EDIT)
-    loc_mask = batch.answer_mask & (kinds == LOCALITY)[:, None]
-    tgt_mask = batch.answer_mask & (kinds != LOCALITY)[:, None]
+    is_loc = (kinds == LOCALITY)[:, None]
+    tgt_mask = batch.answer_mask & ~is_loc
+    if cfg.kl_scope == "all":
+        kl_mask = batch.attention_mask.bool() & (is_loc | ((kinds == EDIT)[:, None] & ~batch.answer_mask))
+    else:
+        kl_mask = batch.answer_mask & is_loc
+    loc_sel = (batch.answer_mask & is_loc)[kl_mask]  # locality answer positions among the KL ones
     with torch.no_grad():
-        base_loc = runner.logits(h0, loc_mask)
+        base_loc = runner.logits(h0, kl_mask)
     with torch.set_grad_enabled(train):
         overrides = {}
         for p, (left, right) in editor.factors(captured).items():
@@ -112,7 +125,7 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
         rows = tgt_mask.nonzero()[:, 0]
         per_row = row_nll(logits, batch.labels[tgt_mask], rows, len(kinds))
         nll = per_row[kinds != LOCALITY].mean()
-        edited_loc = runner.logits(h1, loc_mask)
+        edited_loc = runner.logits(h1, kl_mask)
         kl = kl_div(base_loc, edited_loc)
         loss = cfg.c_edit * nll + cfg.c_loc * kl
     with torch.no_grad():
@@ -124,7 +137,7 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
             "kl": kl.item(),
             "rel": hit[row_kind == EDIT].mean().item(),
             "gen": hit[row_kind == REPHRASE].mean().item() if (row_kind == REPHRASE).any() else float("nan"),
-            "loc": (edited_loc.argmax(-1) == base_loc.argmax(-1)).float().mean().item() if len(base_loc) else float("nan"),
+            "loc": (edited_loc[loc_sel].argmax(-1) == base_loc[loc_sel].argmax(-1)).float().mean().item() if loc_sel.any() else float("nan"),
         }
     return {"loss": loss, **{k: v for k, v in stats.items() if k != "loss"}, "loss_value": stats["loss"]}
 
