@@ -96,6 +96,8 @@ def evaluate_records(
     ]
     try:
         for i, (raw, rec) in enumerate(zip(records, instructed)):
+            if base and not sequential:  # each edit starts from the unedited weights
+                load_weights(model, base)
             t = time.perf_counter()
             edit_input = raw if rec is raw else _with_instruction(raw, rec)
             delta = editor.compute_delta(model, tok, [edit_input])

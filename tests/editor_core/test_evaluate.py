@@ -48,3 +48,15 @@ def test_ftl_lowers_target_nll_within_the_norm_ball(tiny):
     after = nll()
     load_weights(model, base)
     assert after < before
+
+
+def test_each_edit_starts_from_the_unedited_weights(tiny_llama):
+    """Single mode: a record scores the same after another record's edit as alone."""
+    model, tok = tiny_llama
+    editor = MEND.for_model(model, MENDConfig(rank=8, instruct=False, step_init=-20.0)).eval()
+    _, alone = evaluate_records(model, tok, editor, RECS[1:], fluency_every=10)
+    _, both = evaluate_records(model, tok, editor, RECS, fluency_every=10)
+    drop = lambda d: {k: v for k, v in d.items() if k != "fluency"}  # noqa: E731 (fluency: every 10th record)
+    assert drop(both[1]) == drop(alone[0])
+    _, seq = evaluate_records(model, tok, editor, RECS, sequential=True, fluency_every=10)
+    assert drop(seq[1]) != drop(alone[0])  # sequential edits do accumulate
