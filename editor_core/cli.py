@@ -40,18 +40,6 @@ def models_pull(name: str = typer.Argument("smollm2-135m"), force: bool = typer.
     console.print(f"{name} ready at {path} (cache: {cache_dir()}; set INSTRUCTEDIT_CACHE to move it)")
 
 
-def _load_editor(editor: str, model):
-    """A saved editor file, `untrained` (MEND at initialization), or `ft-l`."""
-    from .editors import MEND, MENDConfig, load_editor
-    from .editors.ftl import FTL
-
-    if editor == "ft-l":
-        return FTL.for_model(model)
-    if editor == "untrained":
-        return MEND.for_model(model, MENDConfig(instruct=False)).eval()
-    return load_editor(editor, model)
-
-
 @app.command()
 def edit(
     prompt: str = typer.Option(..., help="the prompt whose answer should change"),
@@ -70,7 +58,9 @@ def edit(
     from .records import EditRecord
 
     m, tok = load_model(model)
-    ed = _load_editor(editor, m)
+    from .report import load_method
+
+    ed = load_method(editor, m)
     prompts = [prompt, *check]
     before = generate_greedy(m, tok, prompts, max_new_tokens=max_new_tokens)
     base = base_weights(m, ed.spec.edit_params)

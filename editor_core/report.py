@@ -24,9 +24,17 @@ def parse_editor(spec: str) -> tuple[str, str]:
 
 
 def load_method(what: str, model):
-    from .cli import _load_editor
+    """'none' (no edit), 'ft-l', 'untrained' (MEND at initialization), or a saved editor file."""
+    from .editors import MEND, MENDConfig, load_editor
+    from .editors.ftl import FTL
 
-    return NO_EDIT if what == "none" else _load_editor(what, model)
+    if what == "none":
+        return NO_EDIT
+    if what == "ft-l":
+        return FTL.for_model(model)
+    if what == "untrained":
+        return MEND.for_model(model, MENDConfig(instruct=False)).eval()
+    return load_editor(what, model)
 
 
 def setting_of(task: str, editor) -> str:
