@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import torch
 
 from . import metrics
 from .delta import base_weights, load_weights, materialize

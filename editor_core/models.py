@@ -83,7 +83,7 @@ class ModelSpec:
                 "Pass family= one of them if the module names match, or register a FamilySpec."
             )
         fam = FAMILIES[family]
-        n_layers = len(_get(model, fam.layers))
+        n_layers = len(model.get_submodule(fam.layers))
         if edit_params is None:
             if not 1 <= n_last_layers <= n_layers:
                 raise ValueError(f"n_last_layers must be in 1..{n_layers}, got {n_last_layers}")
@@ -116,16 +116,6 @@ class ModelSpec:
         """(input dim, output dim) of the layer that owns `param`."""
         w = get_param(model, param)
         return (w.shape[0], w.shape[1]) if self.transposed else (w.shape[1], w.shape[0])
-
-
-def _get(obj, dotted: str):
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name)
 
 
 def get_param(model: nn.Module, name: str) -> torch.Tensor:

@@ -132,14 +132,14 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
         hit = (logits.argmax(-1) == batch.labels[tgt_mask]).float()
         row_kind = kinds[rows]
         stats = {
-            "loss": loss.item(),
+            "loss_value": loss.item(),
             "nll": nll.item(),
             "kl": kl.item(),
             "rel": hit[row_kind == EDIT].mean().item(),
             "gen": hit[row_kind == REPHRASE].mean().item() if (row_kind == REPHRASE).any() else float("nan"),
             "loc": (edited_loc[loc_sel].argmax(-1) == base_loc[loc_sel].argmax(-1)).float().mean().item() if loc_sel.any() else float("nan"),
         }
-    return {"loss": loss, **{k: v for k, v in stats.items() if k != "loss"}, "loss_value": stats["loss"]}
+    return {"loss": loss, **stats}
 
 
 def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRecord], cfg: TrainConfig) -> dict:

@@ -7,7 +7,6 @@ and when the delta becomes part of the weights.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
@@ -75,9 +74,3 @@ def load_editor(path: str | Path, model, **kwargs) -> Editor:
     if entry.loader is None:
         raise ValueError(f"editor {tag!r} has no saved form")
     return entry.loader(path, model, **kwargs)
-
-
-def config_to_json(config) -> str:
-    from dataclasses import asdict
-
-    return json.dumps(asdict(config), sort_keys=True)
