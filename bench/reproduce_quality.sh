@@ -5,7 +5,10 @@
 # only (c_edit 0.1 and c_loc 5 from two 200-step probes; see RESULTS.md).
 # The first three editors were trained with the KL on locality answers only
 # (--kl-scope answer); instructedit-v2 adds the KL on every position that should
-# not change (--kl-scope all, now the default).
+# not change (--kl-scope all, now the default). The v3 pair (second session)
+# trains both multi-task editors with the KL on both (--kl-scope both), a locality
+# row from another task in every step, and half the rephrase rows without their
+# instruction, for at most 65 minutes each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -23,6 +26,13 @@ instructedit evaluate --n 50 --out bench/results/quality.json \
   --editor mend-multitask=runs/mend-multitask/best.safetensors --editor none --editor ft-l
 instructedit evaluate --n 50 --out bench/results/quality.json --append \
   --editor mend-single=runs/mend-single/best.safetensors --editor instructedit-v2=runs/instructedit-v2/best.safetensors
+V3="--steps 4000 --val-every 150 --val-per-task 20 --patience 6 --c-edit 0.1 --c-loc 5.0 --max-minutes 65 --kl-scope both --cross-locality --raw-rephrase-prob 0.5 --fresh"
+instructedit train --out runs/instructedit-v3 --instruct $V3 &
+instructedit train --out runs/mend-multitask-v3 --no-instruct $V3 &
+wait
+instructedit evaluate --n 50 --out runs/q_v3.json \
+  --editor instructedit-v3=runs/instructedit-v3/best.safetensors --editor mend-multitask-v3=runs/mend-multitask-v3/best.safetensors
+python bench/merge_quality.py bench/results/quality.json runs/q_v3.json
 python bench/summarize_quality.py
 instructedit analyze --n 40 --editor instructedit=runs/instructedit/best.safetensors \
   --editor mend-multitask=runs/mend-multitask/best.safetensors --out docs/figures/gradient_pca.png

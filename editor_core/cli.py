@@ -89,7 +89,9 @@ def train(
     step_init: float = -1e-4,
     c_edit: float = 1.0,
     c_loc: float = 1.0,
-    kl_scope: str = typer.Option("all", help="KL on locality answers only ('answer', the reference) or every unrelated position ('all')"),
+    kl_scope: str = typer.Option("all", help="KL on locality answers only ('answer', the reference), every unrelated position ('all'), or both terms ('both')"),
+    cross_locality: bool = typer.Option(False, help="add a locality probe from another training task to every edit"),
+    raw_rephrase_prob: float = typer.Option(0.3, help="chance that a rephrase row drops its instruction"),
     sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),
     seed: int = 0,
     data_dir: Optional[Path] = typer.Option(None, help="data directory (default: $INSTRUCTEDIT_DATA_DIR or ../shared/data)"),
@@ -104,7 +106,7 @@ def train(
 
     cfg = TrainConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), instruct=instruct, rank=rank,
                       steps=steps, batch_size=batch_size, lr=lr, lr_step=lr_step, step_init=step_init, c_edit=c_edit,
-                      c_loc=c_loc, kl_scope=kl_scope, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
+                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
                       val_every=val_every, val_per_task=val_per_task, patience=patience, max_minutes=max_minutes)
     card = run(cfg, resume=not fresh)
     console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "

@@ -149,10 +149,15 @@ def masked_nll(logits: torch.Tensor, labels: torch.Tensor, per_row: bool = False
     return (per * counts).sum() / counts.sum().clamp(min=1)
 
 
-def kl_div(base_logits: torch.Tensor, edited_logits: torch.Tensor) -> torch.Tensor:
-    """Mean KL(base ‖ edited) of next-token distributions over positions (N, V)."""
+def kl_rows(base_logits: torch.Tensor, edited_logits: torch.Tensor) -> torch.Tensor:
+    """KL(base ‖ edited) of the next-token distributions at each position: (N, V) -> (N,)."""
     base = torch.log_softmax(base_logits.float(), dim=-1)
     edited = torch.log_softmax(edited_logits.float(), dim=-1)
-    if base.shape[0] == 0:
-        return edited.sum() * 0
-    return (base.exp() * (base - edited)).sum(-1).mean()
+    return (base.exp() * (base - edited)).sum(-1)
+
+
+def kl_div(base_logits: torch.Tensor, edited_logits: torch.Tensor) -> torch.Tensor:
+    """Mean KL(base ‖ edited) of next-token distributions over positions (N, V)."""
+    if base_logits.shape[0] == 0:
+        return edited_logits.float().sum() * 0
+    return kl_rows(base_logits, edited_logits).mean()

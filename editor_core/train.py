@@ -25,10 +25,11 @@ from safetensors.torch import load_file, save_file
 
 from .editors.mend import MEND, MENDConfig
 from .hooks import SplitRunner, kl_div, row_nll
-from .records import EditRecord
+from .records import EditRecord, Probe
 from .tokens import encode_pairs
 
 EDIT, REPHRASE, LOCALITY = 0, 1, 2
+KL_SCOPES = ("answer", "all", "both")
 
 
 @dataclass
@@ -50,11 +51,17 @@ class TrainConfig:
     # the edit example that does not predict the target (its prompt, and the
     # token after the target), so that an edit fires where the target is due and
     # nowhere else (without it, edits spill over: "Rome Rome Rome ...").
+    # "both": the mean over locality answers plus the mean over all of those
+    # positions, so the answers keep their weight (with "all" they are a few
+    # positions among many, and neighbourhood prompts drift).
     kl_scope: str = "all"
     train_on_rephrase: bool = True  # also score the target after a rephrased prompt
     # Chance that the rephrase row drops its instruction: users query the edited
     # model with plain prompts, so the edit must hold without one.
     raw_rephrase_prob: float = 0.3
+    # One more locality row per record, a probe of a record of another training
+    # task: an edit must leave alone prompts unlike its own task's, too.
+    cross_locality: bool = False
     sampling: str = "balanced"  # balanced: a task uniformly, then a record; uniform: a record
     max_per_task: int | None = None
     seed: int = 0
@@ -71,8 +78,8 @@ class TrainConfig:
     def __post_init__(self):
         from .data import TASKS
 
-        if self.kl_scope not in ("answer", "all"):
-            raise ValueError(f"kl_scope must be 'answer' or 'all', got {self.kl_scope!r}")
+        if self.kl_scope not in KL_SCOPES:
+            raise ValueError(f"kl_scope must be one of {KL_SCOPES}, got {self.kl_scope!r}")
         if self.sampling not in ("balanced", "uniform"):
             raise ValueError(f"sampling must be 'balanced' or 'uniform', got {self.sampling!r}")
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -83,7 +90,8 @@ class TrainConfig:
 # --------------------------------------------------------------------------- one step
 
 
-def build_rows(editor: MEND, records: list[EditRecord], rng: random.Random, train_on_rephrase: bool, raw_prob: float = 0.0):
+def build_rows(editor: MEND, records: list[EditRecord], rng: random.Random, train_on_rephrase: bool, raw_prob: float = 0.0,
+               extra_locality: list[Probe] = ()):
     prompts, answers, kinds = [], [], []
     for r in records:
         inst = editor.instructed(r, rng=rng)
@@ -94,21 +102,25 @@ def build_rows(editor: MEND, records: list[EditRecord], rng: random.Random, trai
         if r.locality:
             probe = rng.choice(r.locality)
             prompts.append(probe.prompt), answers.append(probe.answer), kinds.append(LOCALITY)
+    for probe in extra_locality:
+        prompts.append(probe.prompt), answers.append(probe.answer), kinds.append(LOCALITY)
     return prompts, answers, torch.tensor(kinds)
 
 
-def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: TrainConfig, train: bool = True) -> dict:
+def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: TrainConfig, train: bool = True,
+              extra_locality: list[Probe] = ()) -> dict:
     """Run one joint edit; return the loss (a graph when train) and statistics:
     edit-prompt and rephrase token accuracy and locality argmax agreement."""
     model = runner.model
-    prompts, answers, kinds = build_rows(editor, records, rng, cfg.train_on_rephrase or not train, cfg.raw_rephrase_prob if train else 0.0)
+    prompts, answers, kinds = build_rows(editor, records, rng, cfg.train_on_rephrase or not train,
+                                         cfg.raw_rephrase_prob if train else 0.0, extra_locality)
     batch = encode_pairs(tokenizer, prompts, answers, max_length=editor.config.max_length).to(model.device)
     kinds = kinds.to(model.device)
     cut = runner.bottom(batch.input_ids, batch.attention_mask)
     captured, h0 = editor.capture(runner, cut, batch, rows=kinds == EDIT)
     is_loc = (kinds == LOCALITY)[:, None]
     tgt_mask = batch.answer_mask & ~is_loc
-    if cfg.kl_scope == "all":
+    if cfg.kl_scope in ("all", "both"):
         kl_mask = batch.attention_mask.bool() & (is_loc | ((kinds == EDIT)[:, None] & ~batch.answer_mask))
     else:
         kl_mask = batch.answer_mask & is_loc
@@ -127,6 +139,8 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
         nll = per_row[kinds != LOCALITY].mean()
         edited_loc = runner.logits(h1, kl_mask)
         kl = kl_div(base_loc, edited_loc)
+        if cfg.kl_scope == "both":
+            kl = kl + kl_div(base_loc[loc_sel], edited_loc[loc_sel])
         loss = cfg.c_edit * nll + cfg.c_loc * kl
     with torch.no_grad():
         hit = (logits.argmax(-1) == batch.labels[tgt_mask]).float()
@@ -177,6 +191,18 @@ def training_pools(cfg: TrainConfig, split: str) -> dict[str, list[EditRecord]]:
             recs = recs[: cfg.max_per_task]
         pools[task] = recs
     return pools
+
+
+def other_task_probes(pools: dict[str, list[EditRecord]], records: list[EditRecord], rng: random.Random) -> list[Probe]:
+    """One locality probe per record, from a record of another task (of the
+    same task when training on one), for `TrainConfig.cross_locality`."""
+    out = []
+    for r in records:
+        tasks = [t for t in sorted(pools) if t != r.task and pools[t]] or [r.task]
+        pool = [x for x in pools[rng.choice(tasks)] if x.locality]
+        if pool:
+            out.append(rng.choice(rng.choice(pool).locality))
+    return out
 
 
 def sample(pools: dict[str, list[EditRecord]], n: int, rng: random.Random, how: str) -> list[EditRecord]:
@@ -295,7 +321,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
                 for t in editor.transforms.values():
                     t.norm.frozen.fill_(True)
             records = sample(train_pools, cfg.batch_size, rng, cfg.sampling)
-            out = edit_step(editor, runner, tok, records, rng, cfg)
+            extra = other_task_probes(train_pools, records, rng) if cfg.cross_locality else []
+            out = edit_step(editor, runner, tok, records, rng, cfg, extra_locality=extra)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(editor.parameters(), cfg.grad_clip)

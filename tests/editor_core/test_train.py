@@ -7,7 +7,7 @@ from editor_core.editors import MEND, MENDConfig
 from editor_core.hooks import SplitRunner
 from editor_core.models import tiny_model
 from editor_core.records import EditRecord, Probe
-from editor_core.train import TrainConfig, edit_step, train
+from editor_core.train import TrainConfig, edit_step, other_task_probes, train
 
 REC = EditRecord(task="counterfact", prompt="The sky is", target_new="green", rephrase_prompts=("The colour of the sky is",),
                  locality=(Probe("Grass is", "green"),))
@@ -40,3 +40,37 @@ def test_train_checkpoints_and_resumes(tmp_path):
     assert card["step"] == 9 and len(card["validation"]) == 3
     saved = json.loads((tmp_path / "run" / "card.json").read_text())
     assert saved["data"]["train"].keys() == {"counterfact", "wikirecent", "convsent"}
+
+
+def test_kl_both_is_answer_term_plus_all_term(tiny_llama):
+    """'both' = the KL of 'all' plus the mean KL over locality answer positions, so
+    the answers keep their weight among the many prompt positions."""
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    editor = MEND.for_model(model, MENDConfig(rank=8, step_init=-1e-1)).eval()
+    runner = SplitRunner(model, editor.spec)
+    kl = {s: edit_step(editor, runner, tok, [REC], random.Random(0), TrainConfig(rank=8, kl_scope=s), train=False)["kl"]
+          for s in ("answer", "all", "both")}
+    assert kl["answer"] > 0 and kl["all"] > 0
+    assert abs(kl["both"] - (kl["all"] + kl["answer"])) < 1e-5 * max(1.0, kl["both"])
+
+
+def test_cross_locality_probes_come_from_other_tasks():
+    other = EditRecord(task="zsre", prompt="Q", target_new="A", locality=(Probe("nq question: who?", "me"),))
+    pools = {"counterfact": [REC], "zsre": [other]}
+    probes = other_task_probes(pools, [REC, other], random.Random(0))
+    assert probes == [other.locality[0], REC.locality[0]]
+    # one task only: the probe comes from the same task's pool
+    assert other_task_probes({"counterfact": [REC]}, [REC], random.Random(0)) == [REC.locality[0]]
+
+
+def test_extra_locality_rows_enter_the_kl(tiny_llama):
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    editor = MEND.for_model(model, MENDConfig(rank=8, step_init=-1e-1)).eval()
+    runner = SplitRunner(model, editor.spec)
+    cfg = TrainConfig(rank=8, kl_scope="answer")
+    plain = edit_step(editor, runner, tok, [REC], random.Random(0), cfg, train=False)["kl"]
+    extra = edit_step(editor, runner, tok, [REC], random.Random(0), cfg, train=False,
+                      extra_locality=[Probe("The capital of France is", "Paris")])["kl"]
+    assert extra != plain
