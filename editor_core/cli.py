@@ -89,7 +89,7 @@ def train(
     step_init: float = -1e-4,
     c_edit: float = 1.0,
     c_loc: float = 1.0,
-    kl_scope: str = typer.Option("all", help="KL on locality answers only ('answer', the reference), every unrelated position ('all'), or both terms ('both')"),
+    kl_scope: str = typer.Option("all", help="KL on locality answers only ('answer', the reference), every unrelated position ('all'), both terms ('both'), or the answers plus the token after each target ('after')"),
     cross_locality: bool = typer.Option(False, help="add a locality probe from another training task to every edit"),
     raw_rephrase_prob: float = typer.Option(0.3, help="chance that a rephrase row drops its instruction"),
     sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),

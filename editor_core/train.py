@@ -29,7 +29,7 @@ from .records import EditRecord, Probe
 from .tokens import encode_pairs
 
 EDIT, REPHRASE, LOCALITY = 0, 1, 2
-KL_SCOPES = ("answer", "all", "both")
+KL_SCOPES = ("answer", "all", "both", "after")
 
 
 @dataclass
@@ -53,7 +53,9 @@ class TrainConfig:
     # nowhere else (without it, edits spill over: "Rome Rome Rome ...").
     # "both": the mean over locality answers plus the mean over all of those
     # positions, so the answers keep their weight (with "all" they are a few
-    # positions among many, and neighbourhood prompts drift).
+    # positions among many, and neighbourhood prompts drift). "after": the locality
+    # answers plus, as a second mean, the position right after each scored target
+    # (what follows "Rome"), the one place spill-over shows, leaving the prompt free.
     kl_scope: str = "all"
     train_on_rephrase: bool = True  # also score the target after a rephrased prompt
     # Chance that the rephrase row drops its instruction: users query the edited
@@ -122,6 +124,11 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
     tgt_mask = batch.answer_mask & ~is_loc
     if cfg.kl_scope in ("all", "both"):
         kl_mask = batch.attention_mask.bool() & (is_loc | ((kinds == EDIT)[:, None] & ~batch.answer_mask))
+    elif cfg.kl_scope == "after":
+        last = batch.attention_mask.sum(1) - 1  # right-padded: the last real token, which ends the target
+        after = torch.zeros_like(batch.answer_mask)
+        after[torch.arange(len(kinds), device=after.device), last] = True
+        kl_mask = (batch.answer_mask & is_loc) | (after & ~is_loc)
     else:
         kl_mask = batch.answer_mask & is_loc
     loc_sel = (batch.answer_mask & is_loc)[kl_mask]  # locality answer positions among the KL ones
@@ -141,6 +148,8 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
         kl = kl_div(base_loc, edited_loc)
         if cfg.kl_scope == "both":
             kl = kl + kl_div(base_loc[loc_sel], edited_loc[loc_sel])
+        elif cfg.kl_scope == "after":
+            kl = kl_div(base_loc[loc_sel], edited_loc[loc_sel]) + kl_div(base_loc[~loc_sel], edited_loc[~loc_sel])
         loss = cfg.c_edit * nll + cfg.c_loc * kl
     with torch.no_grad():
         hit = (logits.argmax(-1) == batch.labels[tgt_mask]).float()

@@ -74,3 +74,15 @@ def test_extra_locality_rows_enter_the_kl(tiny_llama):
     extra = edit_step(editor, runner, tok, [REC], random.Random(0), cfg, train=False,
                       extra_locality=[Probe("The capital of France is", "Paris")])["kl"]
     assert extra != plain
+
+
+def test_kl_after_adds_the_position_after_each_target(tiny_llama):
+    """'after' = the locality-answer KL plus the KL where each edit and rephrase
+    row goes on past its target; it differs from 'answer' only by that term."""
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    editor = MEND.for_model(model, MENDConfig(rank=8, step_init=-1e-1)).eval()
+    runner = SplitRunner(model, editor.spec)
+    kl = {s: edit_step(editor, runner, tok, [REC], random.Random(0), TrainConfig(rank=8, kl_scope=s), train=False)["kl"]
+          for s in ("answer", "after")}
+    assert kl["after"] > kl["answer"] > 0
