@@ -122,12 +122,12 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
     captured, h0 = editor.capture(runner, cut, batch, rows=kinds == EDIT)
     is_loc = (kinds == LOCALITY)[:, None]
     tgt_mask = batch.answer_mask & ~is_loc
+    last = batch.attention_mask.sum(1) - 1  # right-padded: the last real token, which ends the target
+    after = torch.zeros_like(batch.answer_mask)
+    after[torch.arange(len(kinds), device=after.device), last] = True
     if cfg.kl_scope in ("all", "both"):
         kl_mask = batch.attention_mask.bool() & (is_loc | ((kinds == EDIT)[:, None] & ~batch.answer_mask))
     elif cfg.kl_scope == "after":
-        last = batch.attention_mask.sum(1) - 1  # right-padded: the last real token, which ends the target
-        after = torch.zeros_like(batch.answer_mask)
-        after[torch.arange(len(kinds), device=after.device), last] = True
         kl_mask = (batch.answer_mask & is_loc) | (after & ~is_loc)
     else:
         kl_mask = batch.answer_mask & is_loc
@@ -162,26 +162,31 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
             "gen": hit[row_kind == REPHRASE].mean().item() if (row_kind == REPHRASE).any() else float("nan"),
             "loc": (edited_loc[loc_sel].argmax(-1) == base_loc[loc_sel].argmax(-1)).float().mean().item() if loc_sel.any() else float("nan"),
         }
+        if not train:  # spill-over: does the next token after the new target stay the unedited model's?
+            edit_after = after & (kinds == EDIT)[:, None]
+            stats["after"] = (runner.logits(h1, edit_after).argmax(-1) == runner.logits(h0, edit_after).argmax(-1)).float().mean().item()
     return {"loss": loss, **stats}
 
 
 def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRecord], cfg: TrainConfig) -> dict:
     """Edit each record alone from the unedited weights; mean statistics in %,
     overall and per task. `score` (what early stopping follows) is the mean
-    of reliability, generalization and locality."""
+    of reliability, generalization and locality. `after` (reported, not in the
+    score) is how often the token after the new target is the one the unedited
+    model predicts there: a low value means the edit spills over ("Rome Rome")."""
     was_training = editor.training
     editor.eval()
     rng = random.Random(1234)
     per: dict[str, dict[str, list[float]]] = {}
     for r in records:
         out = edit_step(editor, runner, tokenizer, [r], rng, cfg, train=False)
-        for k in ("rel", "gen", "loc"):
+        for k in ("rel", "gen", "loc", "after"):
             if out[k] == out[k]:  # not NaN
                 per.setdefault(r.task, {}).setdefault(k, []).append(out[k])
                 per.setdefault("all", {}).setdefault(k, []).append(out[k])
     editor.train(was_training)
     mean = lambda v: 100 * sum(v) / len(v) if v else float("nan")  # noqa: E731
-    res = {k: mean(per.get("all", {}).get(k, [])) for k in ("rel", "gen", "loc")}
+    res = {k: mean(per.get("all", {}).get(k, [])) for k in ("rel", "gen", "loc", "after")}
     res["score"] = _nanmean([res["rel"], res["gen"], res["loc"]])
     res["tasks"] = {t: {k: round(mean(v), 1) for k, v in d.items()} for t, d in per.items() if t != "all"}
     return res

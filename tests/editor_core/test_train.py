@@ -7,7 +7,7 @@ from editor_core.editors import MEND, MENDConfig
 from editor_core.hooks import SplitRunner
 from editor_core.models import tiny_model
 from editor_core.records import EditRecord, Probe
-from editor_core.train import TrainConfig, edit_step, other_task_probes, train
+from editor_core.train import TrainConfig, edit_step, other_task_probes, train, validate
 
 REC = EditRecord(task="counterfact", prompt="The sky is", target_new="green", rephrase_prompts=("The colour of the sky is",),
                  locality=(Probe("Grass is", "green"),))
@@ -86,3 +86,14 @@ def test_kl_after_adds_the_position_after_each_target(tiny_llama):
     kl = {s: edit_step(editor, runner, tok, [REC], random.Random(0), TrainConfig(rank=8, kl_scope=s), train=False)["kl"]
           for s in ("answer", "after")}
     assert kl["after"] > kl["answer"] > 0
+
+
+def test_validation_reports_after_target_agreement(tiny_llama):
+    model, tok = tiny_llama
+    editor = MEND.for_model(model, MENDConfig(rank=8)).eval()
+    res = validate(editor, SplitRunner(model, editor.spec), tok, [REC, REC], TrainConfig(rank=8))
+    assert 0 <= res["after"] <= 100 and res["tasks"]["counterfact"]["after"] == res["after"]
+    # an editor with no step changes nothing: the token after the target is untouched
+    with torch.no_grad():
+        editor.steps.zero_()
+    assert validate(editor, SplitRunner(model, editor.spec), tok, [REC], TrainConfig(rank=8))["after"] == 100

@@ -1,0 +1,66 @@
+"""Score trained editors on the validation splits, the only data a choice of
+editor may be made on. Each validation record is edited alone from the
+unedited weights (as in training's validation, but on more records).
+
+Columns: reliability, generalization and locality (as in training), and
+`after`, how often the token after the new target is still the one the
+unedited model predicts there (low: the edit spills over, "Rome Rome").
+`select` = mean(rel, gen, loc, after): the rule for which editor ships.
+
+    python bench/validate_editors.py --per-task 50 \
+        v1=editor_core/artifacts/smollm2-135m/instructedit.safetensors v4=runs/instructedit-v4/best.safetensors
+
+Writes bench/results/validation.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from editor_core.editors import load_editor
+from editor_core.hooks import SplitRunner
+from editor_core.models import load_model
+from editor_core.train import TrainConfig, training_pools, validate
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("editors", nargs="+", help="NAME=PATH of saved editors")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--per-task", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=RESULTS / "validation.json")
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    model, tok = load_model(args.model)
+    cfg = TrainConfig(model=args.model, val_per_task=args.per_task)
+    pools = training_pools(cfg, "val")
+    records = [r for t in sorted(pools) for r in pools[t][: args.per_task]]
+    rows = []
+    for spec in args.editors:
+        name, _, path = spec.partition("=")
+        editor = load_editor(path, model)
+        t0 = time.time()
+        res = validate(editor, SplitRunner(model, editor.spec), tok, records, cfg)
+        res["select"] = sum(res[k] for k in ("rel", "gen", "loc", "after")) / 4
+        rows.append({"editor": name, "path": path, "n": len(records), "seconds": round(time.time() - t0, 1),
+                     **{k: round(v, 1) for k, v in res.items() if k != "tasks"}, "tasks": res["tasks"]})
+        print(f"{name}: rel {res['rel']:.1f} gen {res['gen']:.1f} loc {res['loc']:.1f} after {res['after']:.1f} "
+              f"score {res['score']:.1f} select {res['select']:.1f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": args.model, "per_task": args.per_task, "rows": rows}, indent=1))
+    lines = ["| editor | n | Rel | Gen | Loc | after | score (rel, gen, loc) | select (+ after) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['editor']} | {r['n']} | {r['rel']} | {r['gen']} | {r['loc']} | {r['after']} | {r['score']} | **{r['select']}** |" for r in rows]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
