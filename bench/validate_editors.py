@@ -5,7 +5,8 @@ unedited weights (as in training's validation, but on more records).
 Columns: reliability, generalization and locality (as in training), and
 `after`, how often the token after the new target is still the one the
 unedited model predicts there (low: the edit spills over, "Rome Rome").
-`select` = mean(rel, gen, loc, after): the rule for which editor ships.
+`score` = mean(rel, gen, loc, after) (`editor_core.train.selection_score`):
+the rule for which editor ships, and what training's early stopping follows.
 
     python bench/validate_editors.py --per-task 50 \
         v1=editor_core/artifacts/smollm2-135m/instructedit.safetensors v4=runs/instructedit-v4/best.safetensors
@@ -49,15 +50,14 @@ def main() -> None:
         editor = load_editor(path, model)
         t0 = time.time()
         res = validate(editor, SplitRunner(model, editor.spec), tok, records, cfg)
-        res["select"] = sum(res[k] for k in ("rel", "gen", "loc", "after")) / 4
         rows.append({"editor": name, "path": path, "n": len(records), "seconds": round(time.time() - t0, 1),
                      **{k: round(v, 1) for k, v in res.items() if k != "tasks"}, "tasks": res["tasks"]})
         print(f"{name}: rel {res['rel']:.1f} gen {res['gen']:.1f} loc {res['loc']:.1f} after {res['after']:.1f} "
-              f"score {res['score']:.1f} select {res['select']:.1f}")
+              f"score {res['score']:.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "per_task": args.per_task, "rows": rows}, indent=1))
-    lines = ["| editor | n | Rel | Gen | Loc | after | score (rel, gen, loc) | select (+ after) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['editor']} | {r['n']} | {r['rel']} | {r['gen']} | {r['loc']} | {r['after']} | {r['score']} | **{r['select']}** |" for r in rows]
+    lines = ["| editor | n | Rel | Gen | Loc | after | score |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['editor']} | {r['n']} | {r['rel']} | {r['gen']} | {r['loc']} | {r['after']} | **{r['score']}** |" for r in rows]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

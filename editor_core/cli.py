@@ -91,6 +91,9 @@ def train(
     c_loc: float = 1.0,
     kl_scope: str = typer.Option("all", help="KL on locality answers only ('answer', the reference), every unrelated position ('all'), both terms ('both'), or the answers plus the token after each target ('after')"),
     cross_locality: bool = typer.Option(False, help="add a locality probe from another training task to every edit"),
+    hard_negatives: int = typer.Option(0, help="extra locality rows per edit: same-template prompts of other training records (the same relation, another subject)"),
+    dtype: str = typer.Option("float32", help="the model's dtype while training"),
+    init_from: Optional[Path] = typer.Option(None, help="start from this saved editor's weights (a second phase with another recipe)"),
     raw_rephrase_prob: float = typer.Option(0.3, help="chance that a rephrase row drops its instruction"),
     sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),
     seed: int = 0,
@@ -106,7 +109,7 @@ def train(
 
     cfg = TrainConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), instruct=instruct, rank=rank,
                       steps=steps, batch_size=batch_size, lr=lr, lr_step=lr_step, step_init=step_init, c_edit=c_edit,
-                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
+                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, hard_negatives=hard_negatives, dtype=dtype, init_from=str(init_from) if init_from else None, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
                       val_every=val_every, val_per_task=val_per_task, patience=patience, max_minutes=max_minutes)
     card = run(cfg, resume=not fresh)
     console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "

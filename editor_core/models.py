@@ -122,6 +122,7 @@ def get_param(model: nn.Module, name: str) -> torch.Tensor:
     return model.get_parameter(name)
 
 
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -147,15 +148,16 @@ def smollm2_gguf() -> Path:
     return Path(dist.locate_file(files[0]))
 
 
-def pull_smollm2(target: Path | None = None, *, force: bool = False) -> Path:
-    """Convert the shipped GGUF into an ordinary HF folder once (fp32, dequantized);
-    later loads read the folder, which generates about 4x faster than the GGUF."""
+def pull_smollm2(target: Path | None = None, *, force: bool = False, gguf: Path | None = None) -> Path:
+    """Convert the shipped GGUF (or the file `gguf`, a copy of it) into an
+    ordinary HF folder once (fp32, dequantized); later loads read the folder,
+    which generates about 4x faster than the GGUF."""
     target = target or cache_dir() / "models" / SMOLLM2
     if (target / "config.json").exists() and not force:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = smollm2_gguf()
+    gguf = Path(gguf) if gguf else smollm2_gguf()
     log.info("converting %s into %s (once)", gguf.name, target)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)

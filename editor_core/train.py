@@ -64,10 +64,21 @@ class TrainConfig:
     # One more locality row per record, a probe of a record of another training
     # task: an edit must leave alone prompts unlike its own task's, too.
     cross_locality: bool = False
+    # Hard negatives: this many more locality rows per record, each the prompt
+    # of another training record of the same task that shares the edit prompt's
+    # template (the prompt with its subject cut out: the same relation about
+    # another subject), with that record's true answer. Such neighbours are what
+    # CounterFact's locality measures, and where an edit leaks most.
+    hard_negatives: int = 0
     sampling: str = "balanced"  # balanced: a task uniformly, then a record; uniform: a record
     max_per_task: int | None = None
     seed: int = 0
     data_dir: str | None = None
+    dtype: str = "float32"  # the model's dtype while training (on a GPU too: bf16 logits blur the KL)
+    # Start from a saved editor's weights (same model, rank and instruct flag)
+    # instead of the identity, with a fresh optimizer: a second training phase
+    # with another recipe. Its steps count on top of that editor's own.
+    init_from: str | None = None
     out: str = "runs/instructedit"
     val_every: int = 200
     val_per_task: int = 30
@@ -82,6 +93,8 @@ class TrainConfig:
 
         if self.kl_scope not in KL_SCOPES:
             raise ValueError(f"kl_scope must be one of {KL_SCOPES}, got {self.kl_scope!r}")
+        if self.hard_negatives < 0:
+            raise ValueError(f"hard_negatives must be >= 0, got {self.hard_negatives}")
         if self.sampling not in ("balanced", "uniform"):
             raise ValueError(f"sampling must be 'balanced' or 'uniform', got {self.sampling!r}")
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -168,12 +181,17 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
     return {"loss": loss, **stats}
 
 
+def selection_score(res: dict) -> float:
+    """What early stopping follows and which editor ships: the mean of
+    reliability, generalization, locality and `after`, how often the token after
+    the new target is still the one the unedited model predicts there (a low
+    value means the edit spills over: "Rome Rome Rome")."""
+    return _nanmean([res.get(k, float("nan")) for k in ("rel", "gen", "loc", "after")])
+
+
 def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRecord], cfg: TrainConfig) -> dict:
     """Edit each record alone from the unedited weights; mean statistics in %,
-    overall and per task. `score` (what early stopping follows) is the mean
-    of reliability, generalization and locality. `after` (reported, not in the
-    score) is how often the token after the new target is the one the unedited
-    model predicts there: a low value means the edit spills over ("Rome Rome")."""
+    overall and per task, and their `selection_score` as `score`."""
     was_training = editor.training
     editor.eval()
     rng = random.Random(1234)
@@ -187,7 +205,7 @@ def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRec
     editor.train(was_training)
     mean = lambda v: 100 * sum(v) / len(v) if v else float("nan")  # noqa: E731
     res = {k: mean(per.get("all", {}).get(k, [])) for k in ("rel", "gen", "loc", "after")}
-    res["score"] = _nanmean([res["rel"], res["gen"], res["loc"]])
+    res["score"] = selection_score(res)
     res["tasks"] = {t: {k: round(mean(v), 1) for k, v in d.items()} for t, d in per.items() if t != "all"}
     return res
 
@@ -217,6 +235,34 @@ def other_task_probes(pools: dict[str, list[EditRecord]], records: list[EditReco
         if pool:
             out.append(rng.choice(rng.choice(pool).locality))
     return out
+
+
+def template(record: EditRecord) -> str | None:
+    """The edit prompt with its subject cut out ("The mother tongue of {} is"),
+    or None when the prompt does not name the subject."""
+    if not record.subject or record.subject not in record.prompt:
+        return None
+    return record.prompt.replace(record.subject, "{}", 1)
+
+
+class NeighbourIndex:
+    """Training records grouped by (task, prompt template), for
+    `TrainConfig.hard_negatives`: the same relation asked of other subjects,
+    each with its true answer."""
+
+    def __init__(self, pools: dict[str, list[EditRecord]]):
+        self.groups: dict[tuple[str, str], list[EditRecord]] = {}
+        for task, records in pools.items():
+            for r in records:
+                key = template(r)
+                if key is not None and r.ground_truth:
+                    self.groups.setdefault((r.task, key), []).append(r)
+
+    def probes(self, record: EditRecord, k: int, rng: random.Random) -> list[Probe]:
+        key = template(record)
+        group = self.groups.get((record.task, key), []) if key is not None else []
+        others = [r for r in group if r.subject != record.subject]
+        return [Probe(r.prompt, r.ground_truth) for r in rng.sample(others, min(k, len(others)))]
 
 
 def sample(pools: dict[str, list[EditRecord]], n: int, rng: random.Random, how: str) -> list[EditRecord]:
@@ -295,18 +341,26 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
     from .models import load_model
     from .plots import plot_curves
 
-    model, tok = model_and_tokenizer or load_model(cfg.model)
+    model, tok = model_and_tokenizer or load_model(cfg.model, dtype=cfg.dtype)
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on a GPU too
+    torch.backends.cudnn.allow_tf32 = False
     ckpt = Checkpoint(cfg.out)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     train_pools, val_pools = training_pools(cfg, "train"), training_pools(cfg, "val")
     val_records = [r for t in sorted(val_pools) for r in val_pools[t][: cfg.val_per_task]]
+    neighbours = NeighbourIndex(train_pools) if cfg.hard_negatives else None
     card = {"config": asdict(cfg), "step": 0, "wall_seconds": 0.0, "curve": [], "validation": [], "best": None,
             "data": data_card(train_pools, val_pools, cfg), "model": cfg.model, "stopped": None}
     if resume and ckpt.exists():
         card = ckpt.read_card()
         editor = MEND.load(ckpt.dir / "editor.safetensors", model)
         rng.setstate(_tuple(card["rng_state"]))
+    elif cfg.init_from:
+        editor = MEND.load(cfg.init_from, model)
+        if (editor.config.instruct, editor.config.rank) != (cfg.instruct, cfg.rank):
+            raise ValueError(f"{cfg.init_from} has instruct={editor.config.instruct}, rank={editor.config.rank}; "
+                             f"this run asks for instruct={cfg.instruct}, rank={cfg.rank}")
     else:
         mcfg = MENDConfig(rank=cfg.rank, n_last_layers=cfg.n_last_layers, step_init=cfg.step_init, instruct=cfg.instruct)
         editor = MEND.for_model(model, mcfg)
@@ -319,7 +373,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
     if resume and ckpt.exists() and (ckpt.dir / "optimizer.safetensors").exists():
         load_optimizer(opt, ckpt.dir / "optimizer.safetensors", card["optimizer"])
     runner = SplitRunner(model, editor.spec)
-    best = card["best"]["score"] if card["best"] else -1.0
+    best = selection_score(card["best"]) if card["best"] else -1.0  # by today's rule, also for older cards
     since_best = card.get("since_best", 0)
     t0 = time.time() - card["wall_seconds"]
     window: list[dict] = []
@@ -331,11 +385,13 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
     with progress:
         bar = progress.add_task("train", total=cfg.steps, completed=card["step"], info="")
         while card["step"] < cfg.steps:
-            if card["step"] >= cfg.norm_freeze_steps:
+            if card["step"] >= cfg.norm_freeze_steps or cfg.init_from:
                 for t in editor.transforms.values():
                     t.norm.frozen.fill_(True)
             records = sample(train_pools, cfg.batch_size, rng, cfg.sampling)
             extra = other_task_probes(train_pools, records, rng) if cfg.cross_locality else []
+            if neighbours is not None:
+                extra += [p for r in records for p in neighbours.probes(r, cfg.hard_negatives, rng)]
             out = edit_step(editor, runner, tok, records, rng, cfg, extra_locality=extra)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()

@@ -1,13 +1,14 @@
 import json
 import random
 
+import pytest
 import torch
 
 from editor_core.editors import MEND, MENDConfig
 from editor_core.hooks import SplitRunner
 from editor_core.models import tiny_model
 from editor_core.records import EditRecord, Probe
-from editor_core.train import TrainConfig, edit_step, other_task_probes, train, validate
+from editor_core.train import NeighbourIndex, TrainConfig, edit_step, other_task_probes, train, validate
 
 REC = EditRecord(task="counterfact", prompt="The sky is", target_new="green", rephrase_prompts=("The colour of the sky is",),
                  locality=(Probe("Grass is", "green"),))
@@ -97,3 +98,49 @@ def test_validation_reports_after_target_agreement(tiny_llama):
     with torch.no_grad():
         editor.steps.zero_()
     assert validate(editor, SplitRunner(model, editor.spec), tok, [REC], TrainConfig(rank=8))["after"] == 100
+
+
+def test_hard_negatives_share_the_template_and_never_the_subject():
+    def cf(subject, prompt, truth):
+        return EditRecord(task="counterfact", prompt=prompt, target_new="X", subject=subject, ground_truth=truth)
+
+    a = cf("Paris", "Paris is the capital of", "France")
+    pool = [a, cf("Rome", "Rome is the capital of", "Italy"), cf("Oslo", "Oslo is the capital of", "Norway"),
+            cf("Paris", "Paris is the capital of", "France"),  # the same subject: never its own neighbour
+            cf("Bonn", "Bonn lies on the", "Rhine"),  # another relation
+            cf("Lima", "Lima is the capital of", None)]  # no true answer: no probe
+    idx = NeighbourIndex({"counterfact": pool})
+    probes = idx.probes(a, 5, random.Random(0))
+    assert sorted(probes, key=lambda p: p.prompt) == [Probe("Oslo is the capital of", "Norway"), Probe("Rome is the capital of", "Italy")]
+    assert len(idx.probes(a, 1, random.Random(0))) == 1
+    assert idx.probes(EditRecord(task="counterfact", prompt="no subject here", target_new="X"), 2, random.Random(0)) == []
+
+
+def test_train_with_hard_negatives_runs(tmp_path):
+    cfg = TrainConfig(model="tiny-llama", tasks=("counterfact",), rank=8, steps=2, val_every=2, val_per_task=2, max_per_task=50,
+                      hard_negatives=2, out=str(tmp_path / "run"))
+    card = train(cfg, model_and_tokenizer=tiny_model("llama"), resume=False, show_progress=False)
+    assert card["step"] == 2 and card["config"]["hard_negatives"] == 2
+
+
+def test_second_phase_starts_from_a_saved_editor(tmp_path):
+    model_tok = tiny_model("llama")
+    first = TrainConfig(model="tiny-llama", rank=8, steps=3, val_every=3, val_per_task=2, max_per_task=20, out=str(tmp_path / "one"))
+    train(first, model_and_tokenizer=model_tok, resume=False, show_progress=False)
+    saved = MEND.load(tmp_path / "one" / "editor.safetensors", model_tok[0])
+    second = TrainConfig(model="tiny-llama", rank=8, steps=0, val_every=1, val_per_task=2, max_per_task=20, kl_scope="after",
+                         init_from=str(tmp_path / "one" / "editor.safetensors"), out=str(tmp_path / "two"))
+    card = train(second, model_and_tokenizer=model_tok, resume=False, show_progress=False)
+    assert card["step"] == 0
+    again = MEND.load(tmp_path / "two" / "editor.safetensors", model_tok[0])
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="instruct"):
+        train(TrainConfig(model="tiny-llama", rank=8, steps=1, instruct=False, init_from=second.init_from, out=str(tmp_path / "three")),
+              model_and_tokenizer=model_tok, resume=False, show_progress=False)
+
+
+def test_selection_score_counts_spill_over():
+    from editor_core.train import selection_score
+
+    assert selection_score({"rel": 100, "gen": 100, "loc": 100, "after": 0}) == 75
+    assert selection_score({"rel": 90, "gen": float("nan"), "loc": 60, "after": 90}) == 80
