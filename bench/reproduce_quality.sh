@@ -36,3 +36,18 @@ python bench/merge_quality.py bench/results/quality.json runs/q_v3.json
 python bench/summarize_quality.py
 instructedit analyze --n 40 --editor instructedit=runs/instructedit/best.safetensors \
   --editor mend-multitask=runs/mend-multitask/best.safetensors --out docs/figures/gradient_pca.png
+
+# v4 (third session). Phase 1 on a lent H200 GPU, the six-run recipe sweep of
+# bench/gpu/sweep.sh (stage the model and data first with bench/gpu/stage.sh),
+# then recipe b (the best InstructEdit run on validation) resumed for both editors:
+#   bash bench/gpu/sweep.sh 6.5
+#   B="--steps 6000 --val-every 400 --val-per-task 30 --patience 6 --c-edit 0.1 --c-loc 5.0 --raw-rephrase-prob 0.3 --kl-scope answer --hard-negatives 2 --max-minutes 9.6"
+#   instructedit train --out runs/gpu/ie-b --instruct $B & instructedit train --out runs/gpu/mend-b --no-instruct $B & wait
+#   python bench/gpu/pack.py runs/gpu $OUT      # fp16 best checkpoints + cards
+# Phase 2 on this CPU, side by side, one thread each: the same recipe with the
+# KL also on the token after each target (spill-over), from each phase-1 best.
+P2="--steps 1300 --val-every 200 --val-per-task 30 --patience 6 --c-edit 0.1 --c-loc 5.0 --raw-rephrase-prob 0.3 --kl-scope after --hard-negatives 2 --max-minutes 45 --fresh"
+instructedit train --out runs/ie-b2 --instruct --init-from runs/gpu/ie-b/best-fp16.safetensors $P2 &
+instructedit train --out runs/mend-b2 --no-instruct --init-from runs/gpu/mend-b/best-fp16.safetensors $P2 &
+wait
+python bench/summarize_sweep.py runs/gpu/summary.json runs/ie-b2 runs/mend-b2

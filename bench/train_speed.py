@@ -7,7 +7,10 @@ locality prompt), then a backward pass that takes gradients of the edited
 weights only. Steps alternate with baseline passes so that both see the same
 machine load.
 
-    python bench/train_speed.py [--model smollm2-135m] [--steps 30] [--rank 512]
+    python bench/train_speed.py [--model smollm2-135m] [--steps 30] [--rank 512] \
+        [--kl-scope after] [--hard-negatives 2]
+
+The recipe options are the training's; the default is the shipped editor's.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from editor_core.editors import MEND, MENDConfig
 from editor_core.editors.ftl import FTL
 from editor_core.hooks import SplitRunner, masked_nll
 from editor_core.models import load_model
-from editor_core.train import TrainConfig, build_rows, edit_step
+from editor_core.train import NeighbourIndex, TrainConfig, build_rows, edit_step
 from editor_core.tokens import encode_pairs
 
 OUT = Path(__file__).parent / "results"
@@ -51,29 +54,34 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rank", type=int, default=512)
     ap.add_argument("--edits", type=int, default=20)
+    ap.add_argument("--kl-scope", default="after")
+    ap.add_argument("--hard-negatives", type=int, default=2)
     args = ap.parse_args()
     torch.manual_seed(0)
     model, tok = load_model(args.model)
-    cfg = TrainConfig(rank=args.rank)
+    cfg = TrainConfig(rank=args.rank, kl_scope=args.kl_scope, hard_negatives=args.hard_negatives)
     editor = MEND.for_model(model, MENDConfig(rank=args.rank)).train()
     opt = torch.optim.Adam(editor.parameters(), lr=1e-5)
     runner = SplitRunner(model, editor.spec)
     params = [model.get_parameter(p) for p in editor.spec.edit_params]
-    pool = [r for t in ("counterfact", "wikirecent", "convsent") for r in load_task_split(t, "train")[:200]]
+    pools = {t: load_task_split(t, "train") for t in ("counterfact", "wikirecent", "convsent")}
+    neighbours = NeighbourIndex(pools)
+    pool = [r for t in pools for r in pools[t][:200]]
     rng = random.Random(0)
     step_t, base_t, tokens = [], [], []
     for i in range(args.steps + 3):
         recs = [rng.choice(pool)]
+        extra = [p for r in recs for p in neighbours.probes(r, cfg.hard_negatives, rng)]
         state = rng.getstate()
         t = time.perf_counter()
-        out = edit_step(editor, runner, tok, recs, rng, cfg)
+        out = edit_step(editor, runner, tok, recs, rng, cfg, extra_locality=extra)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
         dt = time.perf_counter() - t
         rng2 = random.Random()
         rng2.setstate(state)  # the same rows as the step
-        prompts, answers, _ = build_rows(editor, recs, rng2, True, cfg.raw_rephrase_prob)
+        prompts, answers, _ = build_rows(editor, recs, rng2, True, cfg.raw_rephrase_prob, extra, cfg.raw_prompt_row)
         batch = encode_pairs(tok, prompts, answers, max_length=editor.config.max_length)
         db = fwd_bwd(model, batch, params)
         if i >= 3:  # warm-up
@@ -96,6 +104,7 @@ def main() -> None:
     res = {
         "model": args.model,
         "rank": args.rank,
+        "recipe": {"kl_scope": cfg.kl_scope, "hard_negatives": cfg.hard_negatives},
         "hypernetwork_parameters": sum(p.numel() for p in editor.parameters()),
         "threads": torch.get_num_threads(),
         "step_seconds_median": med(step_t),

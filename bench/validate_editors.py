@@ -5,7 +5,9 @@ unedited weights (as in training's validation, but on more records).
 Columns: reliability, generalization and locality (as in training), and
 `after`, how often the token after the new target is still the one the
 unedited model predicts there (low: the edit spills over, "Rome Rome").
-`score` = mean(rel, gen, loc, after) (`editor_core.train.selection_score`):
+`raw` (instructed editors) is reliability on the plain edit prompt, without
+the instruction the edit was made with: what a user of the service then asks.
+`score` = mean(rel, gen, loc, after, raw) (`editor_core.train.selection_score`):
 the rule for which editor ships, and what training's early stopping follows.
 
     python bench/validate_editors.py --per-task 50 \
@@ -51,13 +53,13 @@ def main() -> None:
         t0 = time.time()
         res = validate(editor, SplitRunner(model, editor.spec), tok, records, cfg)
         rows.append({"editor": name, "path": path, "n": len(records), "seconds": round(time.time() - t0, 1),
-                     **{k: round(v, 1) for k, v in res.items() if k != "tasks"}, "tasks": res["tasks"]})
-        print(f"{name}: rel {res['rel']:.1f} gen {res['gen']:.1f} loc {res['loc']:.1f} after {res['after']:.1f} "
+                     **{k: None if v != v else round(v, 1) for k, v in res.items() if k != "tasks"}, "tasks": res["tasks"]})
+        print(f"{name}: rel {res['rel']:.1f} gen {res['gen']:.1f} loc {res['loc']:.1f} after {res['after']:.1f} raw {res['raw']:.1f} "
               f"score {res['score']:.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "per_task": args.per_task, "rows": rows}, indent=1))
-    lines = ["| editor | n | Rel | Gen | Loc | after | score |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['editor']} | {r['n']} | {r['rel']} | {r['gen']} | {r['loc']} | {r['after']} | **{r['score']}** |" for r in rows]
+    lines = ["| editor | n | Rel | Gen | Loc | after | raw | score |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['editor']} | {r['n']} | {r['rel']} | {r['gen']} | {r['loc']} | {r['after']} | {r['raw']} | **{r['score']}** |" for r in rows]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -94,6 +94,7 @@ def train(
     hard_negatives: int = typer.Option(0, help="extra locality rows per edit: same-template prompts of other training records (the same relation, another subject)"),
     dtype: str = typer.Option("float32", help="the model's dtype while training"),
     init_from: Optional[Path] = typer.Option(None, help="start from this saved editor's weights (a second phase with another recipe)"),
+    raw_prompt_row: bool = typer.Option(True, help="instructed editors: also score the target after the plain edit prompt"),
     raw_rephrase_prob: float = typer.Option(0.3, help="chance that a rephrase row drops its instruction"),
     sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),
     seed: int = 0,
@@ -109,7 +110,7 @@ def train(
 
     cfg = TrainConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), instruct=instruct, rank=rank,
                       steps=steps, batch_size=batch_size, lr=lr, lr_step=lr_step, step_init=step_init, c_edit=c_edit,
-                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, hard_negatives=hard_negatives, dtype=dtype, init_from=str(init_from) if init_from else None, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
+                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, hard_negatives=hard_negatives, dtype=dtype, init_from=str(init_from) if init_from else None, raw_prompt_row=raw_prompt_row, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
                       val_every=val_every, val_per_task=val_per_task, patience=patience, max_minutes=max_minutes)
     card = run(cfg, resume=not fresh)
     console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "
@@ -134,14 +135,23 @@ def export(
     m, _ = load_model(model, device="cpu", dtype="float32")
     editor = load_editor(checkpoint, m)
     card_path = checkpoint.parent / "card.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    for private in ("optimizer", "rng_state", "since_best"):
-        card.pop(private, None)
+    card = _public_card(card_path)
+    # A second-phase run: keep the first phase's card too, so the file says its whole training.
+    first = (card.get("config") or {}).get("init_from")
+    if first and (Path(first).parent / "card.json").exists():
+        card["init_from_card"] = _public_card(Path(first).parent / "card.json")
     card["exported_from"] = str(checkpoint)
     card["weights_dtype"] = dtype
     editor.save(out, dtype=getattr(torch, dtype), extra={"training_card": json.dumps({k: card.get(k) for k in ("config", "step", "best")})})
     out.with_suffix(".card.json").write_text(json.dumps(card, indent=1))
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {out.with_suffix('.card.json')}")
+
+
+def _public_card(path: Path) -> dict:
+    card = json.loads(path.read_text()) if path.exists() else {}
+    for private in ("optimizer", "rng_state", "since_best"):
+        card.pop(private, None)
+    return card
 
 
 @app.command()

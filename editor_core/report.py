@@ -65,7 +65,7 @@ def run_evaluation(*, editors, model, tasks, records_file=None, n=50, unseen_ins
         editor = load_method(what, m)
         card = _training_card(what)
         if card:
-            train_seconds[name] = card.get("wall_seconds")
+            train_seconds[name] = training_seconds(card)
             editor.trained_tasks = tuple(card.get("config", {}).get("tasks", TRAINED_TASKS))
         instructed = bool(getattr(getattr(editor, "config", None), "instruct", False))
         for task, recs in sets.items():
@@ -80,6 +80,19 @@ def run_evaluation(*, editors, model, tasks, records_file=None, n=50, unseen_ins
                     console.print(f"{name:16s} {task:12s} {setting:18s} " + " ".join(f"{k[:4]} {getattr(row, k)}" for k in COLUMNS))
                 _write(rows, train_seconds, model, out, sequential)
     return rows
+
+
+def training_seconds(card: dict) -> float | None:
+    """Wall seconds of a training, its first phase included (`init_from`): the
+    first phase's card is embedded by `export`, or lies beside its checkpoint."""
+    total = card.get("wall_seconds")
+    first = card.get("init_from_card")
+    init_from = (card.get("config") or {}).get("init_from")
+    if first is None and init_from and (Path(init_from).parent / "card.json").exists():
+        first = json.loads((Path(init_from).parent / "card.json").read_text())
+    if total is not None and first:
+        total += training_seconds(first) or 0.0
+    return total
 
 
 def _training_card(what: str) -> dict | None:

@@ -28,7 +28,7 @@ from .hooks import SplitRunner, kl_div, row_nll
 from .records import EditRecord, Probe
 from .tokens import encode_pairs
 
-EDIT, REPHRASE, LOCALITY = 0, 1, 2
+EDIT, REPHRASE, LOCALITY, RAW = 0, 1, 2, 3
 KL_SCOPES = ("answer", "all", "both", "after")
 
 
@@ -61,6 +61,10 @@ class TrainConfig:
     # Chance that the rephrase row drops its instruction: users query the edited
     # model with plain prompts, so the edit must hold without one.
     raw_rephrase_prob: float = 0.3
+    # For an instructed editor, also score the target after the edit prompt
+    # itself without its instruction: the edit is made from the instructed
+    # prompt, but users then ask the model the plain question.
+    raw_prompt_row: bool = True
     # One more locality row per record, a probe of a record of another training
     # task: an edit must leave alone prompts unlike its own task's, too.
     cross_locality: bool = False
@@ -106,11 +110,13 @@ class TrainConfig:
 
 
 def build_rows(editor: MEND, records: list[EditRecord], rng: random.Random, train_on_rephrase: bool, raw_prob: float = 0.0,
-               extra_locality: list[Probe] = ()):
+               extra_locality: list[Probe] = (), raw_prompt_row: bool = False):
     prompts, answers, kinds = [], [], []
     for r in records:
         inst = editor.instructed(r, rng=rng)
         prompts.append(inst.prompt), answers.append(inst.target_new), kinds.append(EDIT)
+        if raw_prompt_row and inst.prompt != r.prompt:
+            prompts.append(r.prompt), answers.append(r.target_new), kinds.append(RAW)
         if train_on_rephrase and inst.rephrase_prompts:
             src = r if raw_prob and rng.random() < raw_prob else inst
             prompts.append(rng.choice(src.rephrase_prompts)), answers.append(inst.target_new), kinds.append(REPHRASE)
@@ -128,7 +134,7 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
     edit-prompt and rephrase token accuracy and locality argmax agreement."""
     model = runner.model
     prompts, answers, kinds = build_rows(editor, records, rng, cfg.train_on_rephrase or not train,
-                                         cfg.raw_rephrase_prob if train else 0.0, extra_locality)
+                                         cfg.raw_rephrase_prob if train else 0.0, extra_locality, cfg.raw_prompt_row)
     batch = encode_pairs(tokenizer, prompts, answers, max_length=editor.config.max_length).to(model.device)
     kinds = kinds.to(model.device)
     cut = runner.bottom(batch.input_ids, batch.attention_mask)
@@ -173,6 +179,7 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
             "kl": kl.item(),
             "rel": hit[row_kind == EDIT].mean().item(),
             "gen": hit[row_kind == REPHRASE].mean().item() if (row_kind == REPHRASE).any() else float("nan"),
+            "raw": hit[row_kind == RAW].mean().item() if (row_kind == RAW).any() else float("nan"),
             "loc": (edited_loc[loc_sel].argmax(-1) == base_loc[loc_sel].argmax(-1)).float().mean().item() if loc_sel.any() else float("nan"),
         }
         if not train:  # spill-over: does the next token after the new target stay the unedited model's?
@@ -183,10 +190,11 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
 
 def selection_score(res: dict) -> float:
     """What early stopping follows and which editor ships: the mean of
-    reliability, generalization, locality and `after`, how often the token after
-    the new target is still the one the unedited model predicts there (a low
-    value means the edit spills over: "Rome Rome Rome")."""
-    return _nanmean([res.get(k, float("nan")) for k in ("rel", "gen", "loc", "after")])
+    reliability, generalization, locality, `after` (how often the token after
+    the new target is still the one the unedited model predicts there; low means
+    the edit spills over: "Rome Rome Rome") and, for an instructed editor, `raw`
+    (reliability on the plain edit prompt, which is what users then ask)."""
+    return _nanmean([res.get(k, float("nan")) for k in ("rel", "gen", "loc", "after", "raw")])
 
 
 def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRecord], cfg: TrainConfig) -> dict:
@@ -198,13 +206,13 @@ def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRec
     per: dict[str, dict[str, list[float]]] = {}
     for r in records:
         out = edit_step(editor, runner, tokenizer, [r], rng, cfg, train=False)
-        for k in ("rel", "gen", "loc", "after"):
+        for k in ("rel", "gen", "loc", "after", "raw"):
             if out[k] == out[k]:  # not NaN
                 per.setdefault(r.task, {}).setdefault(k, []).append(out[k])
                 per.setdefault("all", {}).setdefault(k, []).append(out[k])
     editor.train(was_training)
     mean = lambda v: 100 * sum(v) / len(v) if v else float("nan")  # noqa: E731
-    res = {k: mean(per.get("all", {}).get(k, [])) for k in ("rel", "gen", "loc", "after")}
+    res = {k: mean(per.get("all", {}).get(k, [])) for k in ("rel", "gen", "loc", "after", "raw")}
     res["score"] = selection_score(res)
     res["tasks"] = {t: {k: round(mean(v), 1) for k, v in d.items()} for t, d in per.items() if t != "all"}
     return res
@@ -398,7 +406,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
             torch.nn.utils.clip_grad_norm_(editor.parameters(), cfg.grad_clip)
             opt.step()
             card["step"] += 1
-            window.append({k: out[k] for k in ("loss_value", "nll", "kl", "rel", "gen", "loc")})
+            window.append({k: out[k] for k in ("loss_value", "nll", "kl", "rel", "gen", "loc", "raw")})
             if len(window) == 20 or card["step"] == cfg.steps:
                 avg = {k: _nanmean([w[k] for w in window]) for k in window[0]}
                 card["curve"].append({"step": card["step"], **avg, "wall": time.time() - t0})

@@ -144,3 +144,27 @@ def test_selection_score_counts_spill_over():
 
     assert selection_score({"rel": 100, "gen": 100, "loc": 100, "after": 0}) == 75
     assert selection_score({"rel": 90, "gen": float("nan"), "loc": 60, "after": 90}) == 80
+    assert selection_score({"rel": 100, "gen": 100, "loc": 100, "after": 100, "raw": 0}) == 80
+
+
+def test_training_seconds_count_the_first_phase(tmp_path):
+    from editor_core.report import training_seconds
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "card.json").write_text(json.dumps({"wall_seconds": 100.0, "config": {}}))
+    second = {"wall_seconds": 30.0, "config": {"init_from": str(tmp_path / "one" / "best.safetensors")}}
+    assert training_seconds(second) == 130.0
+    exported = {"wall_seconds": 30.0, "config": {"init_from": "gone/best.safetensors"}, "init_from_card": {"wall_seconds": 50.0}}
+    assert training_seconds(exported) == 80.0
+
+
+def test_instructed_editors_also_score_the_plain_edit_prompt(tiny):
+    from editor_core.train import EDIT, LOCALITY, RAW, build_rows
+
+    model, _ = tiny
+    for instruct, expected in ((True, [EDIT, RAW, LOCALITY]), (False, [EDIT, LOCALITY])):
+        editor = MEND.for_model(model, MENDConfig(rank=8, instruct=instruct))
+        prompts, answers, kinds = build_rows(editor, [REC], random.Random(0), False, raw_prompt_row=True)
+        assert kinds.tolist() == expected
+        assert prompts[1] == (REC.prompt if instruct else REC.locality[0].prompt)
+        assert prompts[0] != REC.prompt if instruct else prompts[0] == REC.prompt

@@ -1,0 +1,51 @@
+"""The recipe sweep and the second training phase, as read from their training
+cards: steps, wall time and the best validation scores of every run (validation
+splits only; the test splits play no part in the choice).
+
+    python bench/summarize_sweep.py runs/gpu/summary.json runs/ie-b2 runs/mend-b2 ...
+
+Writes bench/results/recipe_sweep.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from editor_core.train import selection_score
+
+OUT = Path(__file__).parent / "results" / "recipe_sweep.json"
+KEYS = ("rel", "gen", "loc", "after", "raw")
+
+
+def from_card(path: Path) -> dict:
+    card = json.loads((path / "card.json").read_text())
+    cfg = card["config"]
+    return {"step": card["step"], "wall_seconds": round(card["wall_seconds"], 1), "stopped": card.get("stopped"), "best": card["best"],
+            "config": {k: cfg.get(k) for k in ("instruct", "kl_scope", "c_loc", "c_edit", "hard_negatives", "cross_locality",
+                                                "raw_rephrase_prob", "init_from")}}
+
+
+def main() -> None:
+    sweep_path, *phase2 = sys.argv[1:]
+    runs = {k: v for k, v in json.loads(Path(sweep_path).read_text()).items() if not k.startswith("_")}
+    for d in map(Path, phase2):
+        runs[d.name] = from_card(d)
+    OUT.write_text(json.dumps(runs, indent=1))
+    lines = ["| run | editor | recipe | steps | wall | best val step | Rel | Gen | Loc | after | raw | score |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        c, b = r["config"], r["best"] or {}
+        recipe = f"kl {c['kl_scope']}, c_loc {c['c_loc']}" + (f", {c['hard_negatives']} hard negatives" if c.get("hard_negatives") else "") \
+            + (", cross-task probe" if c.get("cross_locality") else "") + (f", from {Path(c['init_from']).parent.name}" if c.get("init_from") else "")
+        # Cards written before the score counted spill-over have another score: recompute it by today's rule.
+        best = [b.get(k) for k in KEYS] + [selection_score(b) if b else None]
+        cells = " | ".join("" if v is None or v != v else f"{v:.1f}" for v in best)
+        lines.append(f"| {name} | {'InstructEdit' if c['instruct'] else 'MEND'} | {recipe} | {r['step']} | {r['wall_seconds'] / 60:.1f} min | "
+                     f"{b.get('step', '')} | {cells} |")
+    OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
