@@ -34,8 +34,7 @@ instructedit evaluate --n 50 --out runs/q_v3.json \
   --editor instructedit-v3=runs/instructedit-v3/best.safetensors --editor mend-multitask-v3=runs/mend-multitask-v3/best.safetensors
 python bench/merge_quality.py bench/results/quality.json runs/q_v3.json
 python bench/summarize_quality.py
-instructedit analyze --n 40 --editor instructedit=runs/instructedit/best.safetensors \
-  --editor mend-multitask=runs/mend-multitask/best.safetensors --out docs/figures/gradient_pca.png
+# (v1's figure; v4's is drawn at the end)
 
 # v4 (third session). Phase 1 on a lent H200 GPU, the six-run recipe sweep of
 # bench/gpu/sweep.sh (stage the model and data first with bench/gpu/stage.sh),
@@ -47,7 +46,26 @@ instructedit analyze --n 40 --editor instructedit=runs/instructedit/best.safeten
 # Phase 2 on this CPU, side by side, one thread each: the same recipe with the
 # KL also on the token after each target (spill-over), from each phase-1 best.
 P2="--steps 1300 --val-every 200 --val-per-task 30 --patience 6 --c-edit 0.1 --c-loc 5.0 --raw-rephrase-prob 0.3 --kl-scope after --hard-negatives 2 --max-minutes 45 --fresh"
-instructedit train --out runs/ie-b2 --instruct --init-from runs/gpu/ie-b/best-fp16.safetensors $P2 &
+# ie-b2 was trained before the plain-prompt row existed (--no-raw-prompt-row
+# reproduces it); ie-b3, the shipped v4, has it. MEND has no instruction, so
+# the row never applies to its twin.
+instructedit train --out runs/ie-b2 --instruct --no-raw-prompt-row --init-from runs/gpu/ie-b/best-fp16.safetensors $P2 &
 instructedit train --out runs/mend-b2 --no-instruct --init-from runs/gpu/mend-b/best-fp16.safetensors $P2 &
 wait
-python bench/summarize_sweep.py runs/gpu/summary.json runs/ie-b2 runs/mend-b2
+instructedit train --out runs/ie-b3 --instruct --init-from runs/gpu/ie-b/best-fp16.safetensors $P2
+python bench/summarize_sweep.py runs/gpu/summary.json runs/ie-b2 runs/ie-b3 runs/mend-b2
+instructedit export runs/ie-b2/best.safetensors --out runs/ie-b2/best-fp16.safetensors
+instructedit export runs/ie-b3/best.safetensors --out runs/ie-b3/best-fp16.safetensors
+# The choice of the shipped editor, on the validation splits only:
+git show a4eb0b2:editor_core/artifacts/smollm2-135m/instructedit.safetensors > runs/v1.safetensors
+python bench/validate_editors.py --per-task 50 v1=runs/v1.safetensors \
+  v4-no-raw-row=runs/ie-b2/best-fp16.safetensors v4=runs/ie-b3/best-fp16.safetensors
+instructedit export runs/ie-b3/best.safetensors   # ships v4
+python bench/train_speed.py --steps 30           # the shipped recipe (kl after, 2 hard negatives, plain-prompt row)
+instructedit evaluate --n 50 --out runs/q_v4.json --editor instructedit-v4-no-raw-row=runs/ie-b2/best-fp16.safetensors \
+  --editor mend-multitask=runs/mend-b2/best.safetensors
+instructedit evaluate --n 50 --out runs/q_v4b.json --editor instructedit=editor_core/artifacts/smollm2-135m/instructedit.safetensors
+python bench/merge_quality.py bench/results/quality.json runs/q_v4.json runs/q_v4b.json   # earlier rows keep their -v1 names
+python bench/summarize_quality.py
+instructedit analyze --n 40 --editor instructedit=editor_core/artifacts/smollm2-135m/instructedit.safetensors \
+  --editor mend-multitask=runs/mend-b2/best.safetensors --out docs/figures/gradient_pca.png

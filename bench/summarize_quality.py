@@ -19,6 +19,10 @@ TARGETS = [
     ("wikirecent", "reliability", 90), ("wikirecent", "locality", 85),
 ]
 
+# Variants whose MEND twin has another name: the plain-prompt row exists only for
+# instructed editors, so the shipped editor's twin serves its no-raw-row variant too.
+TWINS = {"instructedit-v4-no-raw-row": "mend-multitask"}
+
 
 def main(path: Path) -> str:
     data = json.loads(path.read_text())
@@ -36,7 +40,7 @@ def main(path: Path) -> str:
     # Each InstructEdit variant against the multi-task MEND trained with the same
     # recipe and budget: instructedit / mend-multitask, instructedit-v3 / mend-multitask-v3, ...
     for ie in [m for m in methods if m.startswith("instructedit")]:
-        mend = "mend-multitask" + ie[len("instructedit"):]
+        mend = TWINS.get(ie, "mend-multitask" + ie[len("instructedit"):])
         if means.get(ie) is None or means.get(mend) is None:
             continue
         diff = means[ie] - means[mend]

@@ -24,7 +24,7 @@ def from_card(path: Path) -> dict:
     cfg = card["config"]
     return {"step": card["step"], "wall_seconds": round(card["wall_seconds"], 1), "stopped": card.get("stopped"), "best": card["best"],
             "config": {k: cfg.get(k) for k in ("instruct", "kl_scope", "c_loc", "c_edit", "hard_negatives", "cross_locality",
-                                                "raw_rephrase_prob", "init_from")}}
+                                                "raw_rephrase_prob", "raw_prompt_row", "init_from")}}
 
 
 def main() -> None:
@@ -37,13 +37,16 @@ def main() -> None:
     for name, r in runs.items():
         c, b = r["config"], r["best"] or {}
         recipe = f"kl {c['kl_scope']}, c_loc {c['c_loc']}" + (f", {c['hard_negatives']} hard negatives" if c.get("hard_negatives") else "") \
-            + (", cross-task probe" if c.get("cross_locality") else "") + (f", from {Path(c['init_from']).parent.name}" if c.get("init_from") else "")
+            + (", cross-task probe" if c.get("cross_locality") else "") + (", plain-prompt row" if c.get("raw_prompt_row") and c["instruct"] else "") + (f", from {Path(c['init_from']).parent.name}" if c.get("init_from") else "")
         # Cards written before the score counted spill-over have another score: recompute it by today's rule.
         best = [b.get(k) for k in KEYS] + [selection_score(b) if b else None]
         cells = " | ".join("" if v is None or v != v else f"{v:.1f}" for v in best)
         lines.append(f"| {name} | {'InstructEdit' if c['instruct'] else 'MEND'} | {recipe} | {r['step']} | {r['wall_seconds'] / 60:.1f} min | "
                      f"{b.get('step', '')} | {cells} |")
-    OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    note = ("Validation splits, 30 records per trained task. `score` is today's selection score, mean(rel, gen, loc, after, raw), "
+            "recomputed from each run's best checkpoint; the GPU runs (ie-a..mend-c, ie-b, mend-b) chose that checkpoint by the "
+            "earlier score, mean(rel, gen, loc), and did not yet measure `raw`.\n\n")
+    OUT.with_suffix(".md").write_text(note + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
