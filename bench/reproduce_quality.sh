@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 export OMP_NUM_THREADS=1
-COMMON="--steps 2000 --val-every 150 --val-per-task 20 --patience 6 --c-edit 0.1 --c-loc 5.0 --max-minutes 40 --fresh"
+# (--hard-negatives 0 --no-raw-prompt-row: those came later and are now on by default)
+COMMON="--steps 2000 --val-every 150 --val-per-task 20 --patience 6 --c-edit 0.1 --c-loc 5.0 --max-minutes 40 --hard-negatives 0 --no-raw-prompt-row --fresh"
 instructedit train --out runs/instructedit --instruct --kl-scope answer $COMMON &
 instructedit train --out runs/mend-multitask --no-instruct --kl-scope answer $COMMON &
 wait
@@ -26,7 +27,7 @@ instructedit evaluate --n 50 --out bench/results/quality.json \
   --editor mend-multitask=runs/mend-multitask/best.safetensors --editor none --editor ft-l
 instructedit evaluate --n 50 --out bench/results/quality.json --append \
   --editor mend-single=runs/mend-single/best.safetensors --editor instructedit-v2=runs/instructedit-v2/best.safetensors
-V3="--steps 4000 --val-every 150 --val-per-task 20 --patience 6 --c-edit 0.1 --c-loc 5.0 --max-minutes 65 --kl-scope both --cross-locality --raw-rephrase-prob 0.5 --fresh"
+V3="--steps 4000 --val-every 150 --val-per-task 20 --patience 6 --c-edit 0.1 --c-loc 5.0 --max-minutes 65 --kl-scope both --cross-locality --raw-rephrase-prob 0.5 --hard-negatives 0 --no-raw-prompt-row --fresh"
 instructedit train --out runs/instructedit-v3 --instruct $V3 &
 instructedit train --out runs/mend-multitask-v3 --no-instruct $V3 &
 wait
@@ -40,7 +41,7 @@ python bench/summarize_quality.py
 # bench/gpu/sweep.sh (stage the model and data first with bench/gpu/stage.sh),
 # then recipe b (the best InstructEdit run on validation) resumed for both editors:
 #   bash bench/gpu/sweep.sh 6.5
-#   B="--steps 6000 --val-every 400 --val-per-task 30 --patience 6 --c-edit 0.1 --c-loc 5.0 --raw-rephrase-prob 0.3 --kl-scope answer --hard-negatives 2 --max-minutes 9.6"
+#   B="--steps 6000 --val-every 400 --val-per-task 30 --patience 6 --c-edit 0.1 --c-loc 5.0 --raw-rephrase-prob 0.3 --kl-scope answer --hard-negatives 2 --no-raw-prompt-row --max-minutes 9.6"
 #   instructedit train --out runs/gpu/ie-b --instruct $B & instructedit train --out runs/gpu/mend-b --no-instruct $B & wait
 #   python bench/gpu/pack.py runs/gpu $OUT      # fp16 best checkpoints + cards
 # Phase 2 on this CPU, side by side, one thread each: the same recipe with the

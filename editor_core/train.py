@@ -263,7 +263,7 @@ class NeighbourIndex:
 
     def __init__(self, pools: dict[str, list[EditRecord]]):
         self.groups: dict[tuple[str, str], list[EditRecord]] = {}
-        for task, records in pools.items():
+        for records in pools.values():
             for r in records:
                 key = template(r)
                 if key is not None and r.ground_truth:

@@ -9,9 +9,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 INSTRUCTEDIT_DATA_DIR=/tmp/dev/data INSTRUCTEDIT_CACHE=/tmp/dev/cache PYTHONPATH=/tmp/site
 MIN=${1:-6}
-COMMON="--steps 6000 --val-every 400 --val-per-task 30 --patience 6 --c-edit 0.1 --c-loc 5.0 --raw-rephrase-prob 0.3 --max-minutes $MIN --fresh"
+COMMON="--steps 6000 --val-every 400 --val-per-task 30 --patience 6 --c-edit 0.1 --c-loc 5.0 --raw-rephrase-prob 0.3 --no-raw-prompt-row --max-minutes $MIN --fresh"
 declare -A RECIPE=(
-  [a]="--kl-scope answer"                                         # the shipped editor's recipe
+  [a]="--kl-scope answer --hard-negatives 0"                      # v1's recipe
   [b]="--kl-scope answer --hard-negatives 2"                      # + same-relation neighbours as locality rows
   [c]="--kl-scope after --hard-negatives 2 --cross-locality"      # + the token after the target, + another task's probe
 )
