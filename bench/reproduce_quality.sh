@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Reproduce docs/RESULTS.md on SmolLM2-135M (CPU, 2 cores). Every editor gets the
-# same budget: at most 2000 steps or 40 minutes of training, whichever comes
-# first, one thread each, with hyperparameters chosen on the validation splits
-# only (c_edit 0.1 and c_loc 5 from two 200-step probes; see RESULTS.md).
+# Reproduce docs/RESULTS.md on SmolLM2-135M. v1 to v3 ran on this 2-core CPU: each
+# editor of a comparison got the same budget (v1: at most 2000 steps or 40
+# minutes, one thread each), with hyperparameters chosen on the validation splits
+# only (c_edit 0.1 and c_loc 5 from two 200-step probes; see RESULTS.md). v4, the
+# shipped editor, and its MEND twin ran phase 1 on a lent GPU and phase 2 here
+# (the v4 section at the end).
 # The first three editors were trained with the KL on locality answers only
 # (--kl-scope answer); instructedit-v2 adds the KL on every position that should
-# not change (--kl-scope all, now the default). The v3 pair (second session)
+# not change (--kl-scope all; the default is now --kl-scope after). The v3 pair (second session)
 # trains both multi-task editors with the KL on both (--kl-scope both), a locality
 # row from another task in every step, and half the rephrase rows without their
 # instruction, for at most 65 minutes each.
