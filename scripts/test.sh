@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the default test suite: everything but the slow
-# real-model tests (run those with: scripts/test.sh -m slow).
+# Set up (idempotent) and run the test suite, the real-model tests included
+# (leave those out with: scripts/test.sh -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
