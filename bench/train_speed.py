@@ -29,7 +29,7 @@ from editor_core.editors import MEND, MENDConfig
 from editor_core.editors.ftl import FTL
 from editor_core.hooks import SplitRunner, masked_nll
 from editor_core.models import load_model
-from editor_core.train import NeighbourIndex, TrainConfig, build_rows, edit_step
+from editor_core.train import NeighbourIndex, TrainConfig, build_rows, edit_step, extra_probes
 from editor_core.tokens import encode_pairs
 
 OUT = Path(__file__).parent / "results"
@@ -54,8 +54,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rank", type=int, default=512)
     ap.add_argument("--edits", type=int, default=20)
-    ap.add_argument("--kl-scope", default="after")
-    ap.add_argument("--hard-negatives", type=int, default=2)
+    ap.add_argument("--kl-scope", default=TrainConfig.kl_scope)
+    ap.add_argument("--hard-negatives", type=int, default=TrainConfig.hard_negatives)
     args = ap.parse_args()
     torch.manual_seed(0)
     model, tok = load_model(args.model)
@@ -71,7 +71,7 @@ def main() -> None:
     step_t, base_t, tokens = [], [], []
     for i in range(args.steps + 3):
         recs = [rng.choice(pool)]
-        extra = [p for r in recs for p in neighbours.probes(r, cfg.hard_negatives, rng)]
+        extra = extra_probes(cfg, pools, neighbours, recs, rng)
         state = rng.getstate()
         t = time.perf_counter()
         out = edit_step(editor, runner, tok, recs, rng, cfg, extra_locality=extra)
@@ -104,7 +104,7 @@ def main() -> None:
     res = {
         "model": args.model,
         "rank": args.rank,
-        "recipe": {"kl_scope": cfg.kl_scope, "hard_negatives": cfg.hard_negatives},
+        "recipe": {"kl_scope": cfg.kl_scope, "hard_negatives": cfg.hard_negatives, "raw_prompt_row": cfg.raw_prompt_row},
         "hypernetwork_parameters": sum(p.numel() for p in editor.parameters()),
         "threads": torch.get_num_threads(),
         "step_seconds_median": med(step_t),

@@ -276,6 +276,16 @@ class NeighbourIndex:
         return [Probe(r.prompt, r.ground_truth) for r in rng.sample(others, min(k, len(others)))]
 
 
+def extra_probes(cfg: TrainConfig, pools: dict[str, list[EditRecord]], neighbours: NeighbourIndex | None,
+                 records: list[EditRecord], rng: random.Random) -> list[Probe]:
+    """The locality rows a step adds to the records' own: a probe of another
+    task (`cross_locality`) and the hard negatives (`hard_negatives`)."""
+    extra = other_task_probes(pools, records, rng) if cfg.cross_locality else []
+    if neighbours is not None and cfg.hard_negatives:
+        extra += [p for r in records for p in neighbours.probes(r, cfg.hard_negatives, rng)]
+    return extra
+
+
 def sample(pools: dict[str, list[EditRecord]], n: int, rng: random.Random, how: str) -> list[EditRecord]:
     if how == "balanced":
         return [rng.choice(pools[rng.choice(sorted(pools))]) for _ in range(n)]
@@ -400,9 +410,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
                 for t in editor.transforms.values():
                     t.norm.frozen.fill_(True)
             records = sample(train_pools, cfg.batch_size, rng, cfg.sampling)
-            extra = other_task_probes(train_pools, records, rng) if cfg.cross_locality else []
-            if neighbours is not None:
-                extra += [p for r in records for p in neighbours.probes(r, cfg.hard_negatives, rng)]
+            extra = extra_probes(cfg, train_pools, neighbours, records, rng)
             out = edit_step(editor, runner, tok, records, rng, cfg, extra_locality=extra)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
