@@ -3,6 +3,7 @@ cards: steps, wall time and the best validation scores of every run (validation
 splits only; the test splits play no part in the choice).
 
     python bench/summarize_sweep.py runs/gpu/summary.json runs/ie-b2 runs/mend-b2 ...
+    python bench/summarize_sweep.py bench/results/recipe_sweep.json runs/cpu/*   # add runs to the table
 
 Writes bench/results/recipe_sweep.{json,md}.
 """
@@ -30,8 +31,8 @@ def from_card(path: Path) -> dict:
 def main() -> None:
     sweep_path, *phase2 = sys.argv[1:]
     runs = {k: v for k, v in json.loads(Path(sweep_path).read_text()).items() if not k.startswith("_")}
-    for d in map(Path, phase2):
-        runs[d.name] = from_card(d)
+    for d in map(Path, phase2):  # runs/ie-b2 -> "ie-b2"; runs/cpu/ie-p1 -> "cpu/ie-p1"
+        runs[d.name if d.parent.name == "runs" else f"{d.parent.name}/{d.name}"] = from_card(d)
     OUT.write_text(json.dumps(runs, indent=1))
     lines = ["| run | editor | recipe | steps | wall | best val step | Rel | Gen | Loc | after | raw | score |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():

@@ -13,7 +13,7 @@ the rule for which editor ships, and what training's early stopping follows.
     python bench/validate_editors.py --per-task 50 \
         v1=editor_core/artifacts/smollm2-135m/instructedit.safetensors v4=runs/instructedit-v4/best.safetensors
 
-Writes bench/results/validation.{json,md}.
+Writes bench/results/validation.{json,md}; --append adds to the editors already there.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--per-task", type=int, default=50)
     ap.add_argument("--out", type=Path, default=RESULTS / "validation.json")
+    ap.add_argument("--append", action="store_true", help="keep OUT's rows of other editors (same per-task count only)")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -56,6 +57,12 @@ def main() -> None:
                      **{k: None if v != v else round(v, 1) for k, v in res.items() if k != "tasks"}, "tasks": res["tasks"]})
         print(f"{name}: rel {res['rel']:.1f} gen {res['gen']:.1f} loc {res['loc']:.1f} after {res['after']:.1f} raw {res['raw']:.1f} "
               f"score {res['score']:.1f}")
+    if args.append and args.out.exists():
+        old = json.loads(args.out.read_text())
+        if old["per_task"] != args.per_task:
+            raise SystemExit(f"{args.out} holds {old['per_task']} records per task, not {args.per_task}: not comparable")
+        names = {r["editor"] for r in rows}
+        rows = [r for r in old["rows"] if r["editor"] not in names] + rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "per_task": args.per_task, "rows": rows}, indent=1))
     lines = ["| editor | n | Rel | Gen | Loc | after | raw | score |", "|---|---|---|---|---|---|---|---|"]

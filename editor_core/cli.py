@@ -97,6 +97,7 @@ def train(
     raw_prompt_row: bool = typer.Option(True, help="instructed editors: also score the target after the plain edit prompt"),
     raw_rephrase_prob: float = typer.Option(0.3, help="chance that a rephrase row drops its instruction"),
     sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),
+    select_on: Optional[str] = typer.Option(None, help="validation statistics whose mean picks the best checkpoint and drives early stopping, e.g. rel,gen,loc (default: rel,gen,loc,after,raw)"),
     seed: int = 0,
     data_dir: Optional[Path] = typer.Option(None, help="data directory (default: $INSTRUCTEDIT_DATA_DIR or ../shared/data)"),
     val_every: int = 200,
@@ -106,11 +107,11 @@ def train(
     fresh: bool = typer.Option(False, help="start over even if OUT holds a checkpoint"),
 ):
     """Train an editor: InstructEdit by default; --no-instruct for multi-task MEND, --tasks X for single-task."""
-    from .train import TrainConfig, train as run
+    from .train import SELECT_ON, TrainConfig, train as run
 
     cfg = TrainConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), instruct=instruct, rank=rank,
                       steps=steps, batch_size=batch_size, lr=lr, lr_step=lr_step, step_init=step_init, c_edit=c_edit,
-                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, hard_negatives=hard_negatives, dtype=dtype, init_from=str(init_from) if init_from else None, raw_prompt_row=raw_prompt_row, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
+                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, hard_negatives=hard_negatives, dtype=dtype, init_from=str(init_from) if init_from else None, raw_prompt_row=raw_prompt_row, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, select_on=tuple(k.strip() for k in select_on.split(",") if k.strip()) if select_on else SELECT_ON, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
                       val_every=val_every, val_per_task=val_per_task, patience=patience, max_minutes=max_minutes)
     card = run(cfg, resume=not fresh)
     console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "

@@ -33,6 +33,7 @@ from .tokens import encode_pairs
 
 EDIT, REPHRASE, LOCALITY, RAW = 0, 1, 2, 3
 KL_SCOPES = ("answer", "all", "both", "after")
+SELECT_ON = ("rel", "gen", "loc", "after", "raw")  # validation statistics that `selection_score` can average
 
 
 @dataclass
@@ -78,6 +79,9 @@ class TrainConfig:
     # CounterFact's locality measures, and where an edit leaks most.
     hard_negatives: int = 2
     sampling: str = "balanced"  # balanced: a task uniformly, then a record; uniform: a record
+    # What early stopping and the best checkpoint follow (see `selection_score`). A
+    # first phase that leaves spill-over to a second one selects on ("rel", "gen", "loc").
+    select_on: tuple[str, ...] = SELECT_ON
     max_per_task: int | None = None
     seed: int = 0
     data_dir: str | None = None
@@ -104,6 +108,9 @@ class TrainConfig:
             raise ValueError(f"hard_negatives must be >= 0, got {self.hard_negatives}")
         if self.sampling not in ("balanced", "uniform"):
             raise ValueError(f"sampling must be 'balanced' or 'uniform', got {self.sampling!r}")
+        self.select_on = tuple(self.select_on)
+        if not self.select_on or not set(self.select_on) <= set(SELECT_ON):
+            raise ValueError(f"select_on must name some of {SELECT_ON}, got {self.select_on!r}")
         unknown = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or unknown:
             raise ValueError(f"unknown training tasks {unknown or '(none given)'}; known: {list(TASKS)}")
@@ -191,13 +198,14 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
     return {"loss": loss, **stats}
 
 
-def selection_score(res: dict) -> float:
+def selection_score(res: dict, keys: tuple[str, ...] = SELECT_ON) -> float:
     """What early stopping follows and which editor ships: the mean of
     reliability, generalization, locality, `after` (how often the token after
     the new target is still the one the unedited model predicts there; low means
     the edit spills over: "Rome Rome Rome") and, for an instructed editor, `raw`
-    (reliability on the plain edit prompt, which is what users then ask)."""
-    return _nanmean([res.get(k, float("nan")) for k in ("rel", "gen", "loc", "after", "raw")])
+    (reliability on the plain edit prompt, which is what users then ask); or of
+    the subset `keys` of those."""
+    return _nanmean([res.get(k, float("nan")) for k in keys])
 
 
 def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRecord], cfg: TrainConfig) -> dict:
@@ -216,7 +224,7 @@ def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRec
     editor.train(was_training)
     mean = lambda v: 100 * sum(v) / len(v) if v else float("nan")  # noqa: E731
     res = {k: mean(per.get("all", {}).get(k, [])) for k in ("rel", "gen", "loc", "after", "raw")}
-    res["score"] = selection_score(res)
+    res["score"] = selection_score(res, cfg.select_on)
     res["tasks"] = {t: {k: round(mean(v), 1) for k, v in d.items()} for t, d in per.items() if t != "all"}
     return res
 
@@ -394,7 +402,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
     if resume and ckpt.exists() and (ckpt.dir / "optimizer.safetensors").exists():
         load_optimizer(opt, ckpt.dir / "optimizer.safetensors", card["optimizer"])
     runner = SplitRunner(model, editor.spec)
-    best = selection_score(card["best"]) if card["best"] else -1.0  # by today's rule, also for older cards
+    best = selection_score(card["best"], cfg.select_on) if card["best"] else -1.0  # by today's rule, also for older cards
     since_best = card.get("since_best", 0)
     t0 = time.time() - card["wall_seconds"]
     window: list[dict] = []
@@ -421,7 +429,12 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
             if len(window) == 20 or card["step"] == cfg.steps:
                 avg = {k: _nanmean([w[k] for w in window]) for k in window[0]}
                 card["curve"].append({"step": card["step"], **avg, "wall": time.time() - t0})
-                progress.update(bar, info=f"loss {avg['loss_value']:.3f} es {100 * avg['rel']:.0f}% loc {100 * avg['loc']:.0f}%")
+                info = f"loss {avg['loss_value']:.3f} es {100 * avg['rel']:.0f}% loc {100 * avg['loc']:.0f}%"
+                progress.update(bar, info=info)
+                if show_progress and not progress.console.is_terminal and card["step"] % 100 == 0:
+                    # Under nohup or a pipe the bar never draws: log a plain line instead.
+                    progress.console.print(f"step {card['step']}/{cfg.steps}: {info}, "
+                                           f"{(time.time() - t0) / 60:.1f} min")
                 window = []
             progress.update(bar, completed=card["step"])
             over_time = cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes

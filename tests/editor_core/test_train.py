@@ -168,3 +168,26 @@ def test_instructed_editors_also_score_the_plain_edit_prompt(tiny):
         assert kinds.tolist() == expected
         assert prompts[1] == (REC.prompt if instruct else REC.locality[0].prompt)
         assert prompts[0] != REC.prompt if instruct else prompts[0] == REC.prompt
+
+
+def test_training_logs_plain_progress_lines_when_not_a_terminal(tmp_path, capsys):
+    """Under nohup or a pipe the progress bar never draws; a plain line every 100 steps must."""
+    cfg = TrainConfig(model="tiny-llama", tasks=("counterfact",), rank=8, steps=100, val_every=100, val_per_task=1, max_per_task=10,
+                      hard_negatives=0, out=str(tmp_path / "run"))
+    train(cfg, model_and_tokenizer=tiny_model("llama"), resume=False, show_progress=True)
+    out = capsys.readouterr().out
+    assert "step 100/100: loss" in out and " min" in out
+
+
+def test_selection_can_follow_a_subset_of_the_statistics(tmp_path):
+    from editor_core.train import selection_score
+
+    res = {"rel": 90, "gen": 60, "loc": 90, "after": 0}
+    assert selection_score(res, ("rel", "gen", "loc")) == 80 and selection_score(res) == 60
+    with pytest.raises(ValueError, match="select_on"):
+        TrainConfig(select_on=("rel", "bleu"))
+    cfg = TrainConfig(model="tiny-llama", rank=8, steps=2, val_every=2, val_per_task=2, max_per_task=20, select_on=["rel", "loc"],
+                      out=str(tmp_path / "run"))
+    card = train(cfg, model_and_tokenizer=tiny_model("llama"), resume=False, show_progress=False)
+    best = card["best"]
+    assert best["score"] == pytest.approx((best["rel"] + best["loc"]) / 2)
