@@ -72,3 +72,16 @@ python bench/merge_quality.py bench/results/quality.json runs/q_v4.json runs/q_v
 python bench/summarize_quality.py
 instructedit analyze --n 40 --editor instructedit=editor_core/artifacts/smollm2-135m/instructedit.safetensors \
   --editor mend-multitask=runs/mend-b2/best.safetensors --out docs/figures/gradient_pca.png
+
+# v4's recipe on this CPU alone (fourth session): both editors side by side, one
+# thread each, 55 + 28 minutes of wall time per editor, validation included.
+bash bench/cpu_budget.sh 55 28
+python bench/summarize_sweep.py bench/results/recipe_sweep.json runs/cpu/ie-p1 runs/cpu/ie-p2 runs/cpu/mend-p1 runs/cpu/mend-p2
+instructedit export runs/cpu/ie-p2/best.safetensors --out runs/cpu/ie-p2/best-fp16.safetensors
+instructedit export runs/cpu/mend-p2/best.safetensors --out runs/cpu/mend-p2/best-fp16.safetensors
+python bench/validate_editors.py --append --per-task 50 v4-cpu=runs/cpu/ie-p2/best-fp16.safetensors   # below v4: v4 stays shipped
+instructedit evaluate --n 50 --out runs/q_cpu_ie.json --editor instructedit-cpu=runs/cpu/ie-p2/best-fp16.safetensors &
+instructedit evaluate --n 50 --out runs/q_cpu_mend.json --editor mend-multitask-cpu=runs/cpu/mend-p2/best-fp16.safetensors &
+wait
+python bench/merge_quality.py bench/results/quality.json runs/q_cpu_ie.json runs/q_cpu_mend.json
+python bench/summarize_quality.py

@@ -45,8 +45,9 @@ def main() -> None:
         lines.append(f"| {name} | {'InstructEdit' if c['instruct'] else 'MEND'} | {recipe} | {r['step']} | {r['wall_seconds'] / 60:.1f} min | "
                      f"{b.get('step', '')} | {cells} |")
     note = ("Validation splits, 30 records per trained task. `score` is today's selection score, mean(rel, gen, loc, after, raw), "
-            "recomputed from each run's best checkpoint; the GPU runs (ie-a..mend-c, ie-b, mend-b) chose that checkpoint by the "
-            "earlier score, mean(rel, gen, loc), and did not yet measure `raw`.\n\n")
+            "recomputed from each run's best checkpoint; the GPU runs (ie-a..mend-c, ie-b, mend-b) and the CPU-only first phases "
+            "(cpu/*-p1, `--select-on rel,gen,loc`) chose that checkpoint by mean(rel, gen, loc), and did not measure `raw`. "
+            "cpu/* is `bench/cpu_budget.sh`: the v4 recipe on this 2-core CPU alone, one thread per editor, side by side.\n\n")
     OUT.with_suffix(".md").write_text(note + "\n".join(lines) + "\n")
     print("\n".join(lines))
 

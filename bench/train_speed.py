@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=20)
     ap.add_argument("--kl-scope", default=TrainConfig.kl_scope)
     ap.add_argument("--hard-negatives", type=int, default=TrainConfig.hard_negatives)
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for train_speed.{json,md}")
     args = ap.parse_args()
     torch.manual_seed(0)
     model, tok = load_model(args.model)
@@ -117,8 +118,8 @@ def main() -> None:
         "ftl_edit_seconds_median": med(ftl_t),
         "reference": {"step_seconds_rank1920": 1.20, "step_ratio": 9.0, "edit_seconds": "0.31-0.45", "ftl_edit_seconds": 3.48},
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "train_speed.json").write_text(json.dumps(res, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "train_speed.json").write_text(json.dumps(res, indent=1))
     md = (
         "| measure | ours | ratio to fwd+bwd (same run) | reference (EasyEdit) |\n|---|---|---|---|\n"
         f"| training step (rank {args.rank}) | {res['step_seconds_median']:.3f} s | {res['step_ratio_to_fwd_bwd']:.2f}x | 1.20 s, 9x (rank 1920) |\n"
@@ -126,7 +127,7 @@ def main() -> None:
         f"| one edit, trained-editor path | {res['edit_seconds_median']:.3f} s | {res['edit_ratio_to_fwd_bwd']:.2f}x | 0.31-0.45 s, 2.4-3.4x |\n"
         f"| FT-L edit | {res['ftl_edit_seconds_median']:.3f} s | | 3.48 s |\n"
     )
-    (OUT / "train_speed.md").write_text(md)
+    (args.out / "train_speed.md").write_text(md)
     print(md)
 
 

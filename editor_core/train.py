@@ -458,7 +458,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
                 if since_best >= cfg.patience:
                     card["stopped"] = f"early stop: {cfg.patience} validations without improvement"
                     break
-                if over_time:
+                if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:  # the validation counts too
                     card["stopped"] = f"time budget of {cfg.max_minutes} minutes reached"
                     break
     card["wall_seconds"] = time.time() - t0

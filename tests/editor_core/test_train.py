@@ -191,3 +191,10 @@ def test_selection_can_follow_a_subset_of_the_statistics(tmp_path):
     card = train(cfg, model_and_tokenizer=tiny_model("llama"), resume=False, show_progress=False)
     best = card["best"]
     assert best["score"] == pytest.approx((best["rel"] + best["loc"]) / 2)
+
+
+def test_time_budget_stops_after_one_validation(tmp_path):
+    cfg = TrainConfig(model="tiny-llama", rank=8, steps=50, val_every=25, val_per_task=1, max_per_task=10, max_minutes=1e-6,
+                      out=str(tmp_path / "run"))
+    card = train(cfg, model_and_tokenizer=tiny_model("llama"), resume=False, show_progress=False)
+    assert card["step"] == 1 and len(card["validation"]) == 1 and "time budget" in card["stopped"]
