@@ -405,6 +405,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
     best = selection_score(card["best"], cfg.select_on) if card["best"] else -1.0  # by today's rule, also for older cards
     since_best = card.get("since_best", 0)
     t0 = time.time() - card["wall_seconds"]
+
+    def over_budget() -> bool:
+        return cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes
+
     window: list[dict] = []
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -437,8 +441,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
                                            f"{(time.time() - t0) / 60:.1f} min")
                 window = []
             progress.update(bar, completed=card["step"])
-            over_time = cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes
-            if card["step"] % cfg.val_every == 0 or card["step"] == cfg.steps or over_time:
+            if card["step"] % cfg.val_every == 0 or card["step"] == cfg.steps or over_budget():
                 res = validate(editor, runner, tok, val_records, cfg)
                 res["step"] = card["step"]
                 card["validation"].append(res)
@@ -458,7 +461,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
                 if since_best >= cfg.patience:
                     card["stopped"] = f"early stop: {cfg.patience} validations without improvement"
                     break
-                if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:  # the validation counts too
+                if over_budget():  # asked again: the validation counts too
                     card["stopped"] = f"time budget of {cfg.max_minutes} minutes reached"
                     break
     card["wall_seconds"] = time.time() - t0
