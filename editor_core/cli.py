@@ -95,6 +95,7 @@ def train(
     dtype: str = typer.Option("float32", help="the model's dtype while training"),
     init_from: Optional[Path] = typer.Option(None, help="start from this saved editor's weights (a second phase with another recipe)"),
     raw_prompt_row: bool = typer.Option(True, help="instructed editors: also score the target after the plain edit prompt"),
+    raw_row_weight: float = typer.Option(1.0, help="weight of that plain-prompt row in the edit loss (the other target rows weigh 1)"),
     raw_rephrase_prob: float = typer.Option(0.3, help="chance that a rephrase row drops its instruction"),
     sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),
     select_on: Optional[str] = typer.Option(None, help="validation statistics whose mean picks the best checkpoint and drives early stopping, e.g. rel,gen,loc (default: rel,gen,loc,after,raw)"),
@@ -111,7 +112,7 @@ def train(
 
     cfg = TrainConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), instruct=instruct, rank=rank,
                       steps=steps, batch_size=batch_size, lr=lr, lr_step=lr_step, step_init=step_init, c_edit=c_edit,
-                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, hard_negatives=hard_negatives, dtype=dtype, init_from=str(init_from) if init_from else None, raw_prompt_row=raw_prompt_row, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, select_on=tuple(k.strip() for k in select_on.split(",") if k.strip()) if select_on else SELECT_ON, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
+                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, hard_negatives=hard_negatives, dtype=dtype, init_from=str(init_from) if init_from else None, raw_prompt_row=raw_prompt_row, raw_row_weight=raw_row_weight, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, select_on=tuple(k.strip() for k in select_on.split(",") if k.strip()) if select_on else SELECT_ON, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
                       val_every=val_every, val_per_task=val_per_task, patience=patience, max_minutes=max_minutes)
     card = run(cfg, resume=not fresh)
     console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "

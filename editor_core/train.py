@@ -69,6 +69,9 @@ class TrainConfig:
     # itself without its instruction: the edit is made from the instructed
     # prompt, but users then ask the model the plain question.
     raw_prompt_row: bool = True
+    # That row's weight in the edit NLL (the other target rows weigh 1): it pulls
+    # the edit towards plain prompts, which look like the locality neighbours.
+    raw_row_weight: float = 1.0
     # One more locality row per record, a probe of a record of another training
     # task: an edit must leave alone prompts unlike its own task's, too.
     cross_locality: bool = False
@@ -104,6 +107,8 @@ class TrainConfig:
 
         if self.kl_scope not in KL_SCOPES:
             raise ValueError(f"kl_scope must be one of {KL_SCOPES}, got {self.kl_scope!r}")
+        if not 0.0 <= self.raw_row_weight:
+            raise ValueError(f"raw_row_weight must be >= 0, got {self.raw_row_weight}")
         if self.hard_negatives < 0:
             raise ValueError(f"hard_negatives must be >= 0, got {self.hard_negatives}")
         if self.sampling not in ("balanced", "uniform"):
@@ -172,7 +177,9 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
         logits = runner.logits(h1, tgt_mask)
         rows = tgt_mask.nonzero()[:, 0]
         per_row = row_nll(logits, batch.labels[tgt_mask], rows, len(kinds))
-        nll = per_row[kinds != LOCALITY].mean()
+        weight = (kinds != LOCALITY).float()
+        weight[kinds == RAW] = cfg.raw_row_weight
+        nll = (per_row * weight).sum() / weight.sum()
         edited_loc = runner.logits(h1, kl_mask)
         kl = kl_div(base_loc, edited_loc)
         if cfg.kl_scope == "both":

@@ -198,3 +198,19 @@ def test_time_budget_stops_after_one_validation(tmp_path):
                       out=str(tmp_path / "run"))
     card = train(cfg, model_and_tokenizer=tiny_model("llama"), resume=False, show_progress=False)
     assert card["step"] == 1 and len(card["validation"]) == 1 and "time budget" in card["stopped"]
+
+
+def test_plain_prompt_row_weight_scales_its_share_of_the_edit_loss(tiny_llama):
+    """Weight 0 leaves the edit NLL of the rows without the plain prompt; a bad weight is refused."""
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    editor = MEND.for_model(model, MENDConfig(rank=8, instruct=True, step_init=-1e-1)).eval()
+    runner = SplitRunner(model, editor.spec)
+
+    def nll(**kw):
+        return edit_step(editor, runner, tok, [REC], random.Random(0), TrainConfig(rank=8, **kw), train=False)["nll"]
+
+    assert nll(raw_prompt_row=True, raw_row_weight=0.0) == pytest.approx(nll(raw_prompt_row=False), rel=1e-4)
+    assert nll(raw_prompt_row=True, raw_row_weight=1.0) != pytest.approx(nll(raw_prompt_row=True, raw_row_weight=0.3), rel=1e-4)
+    with pytest.raises(ValueError, match="raw_row_weight"):
+        TrainConfig(raw_row_weight=-1)
