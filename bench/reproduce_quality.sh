@@ -85,3 +85,19 @@ instructedit evaluate --n 50 --out runs/q_cpu_mend.json --editor mend-multitask-
 wait
 python bench/merge_quality.py bench/results/quality.json runs/q_cpu_ie.json runs/q_cpu_mend.json
 python bench/summarize_quality.py
+
+# Fifth session, on this CPU alone with the same budget: single-task MEND
+# (CounterFact) and InstructEdit with the plain-prompt row weighted 0.3 in phase 2
+# (its phase 1 is ie's, retrained here because runs/ does not survive a new
+# machine; named cpu5/ in the sweep table).
+RUNS="ie-rw0.3 mend-single" bash bench/cpu_budget.sh 55 28
+python bench/summarize_sweep.py bench/results/recipe_sweep.json cpu5/ie-p1=runs/cpu/ie-p1 cpu5/ie-rw0.3-p2=runs/cpu/ie-rw0.3-p2 \
+  cpu5/mend-single-p1=runs/cpu/mend-single-p1 cpu5/mend-single-p2=runs/cpu/mend-single-p2
+instructedit export runs/cpu/ie-rw0.3-p2/best.safetensors --out runs/cpu/ie-rw0.3-p2/best-fp16.safetensors
+instructedit export runs/cpu/mend-single-p2/best.safetensors --out runs/cpu/mend-single-p2/best-fp16.safetensors
+python bench/validate_editors.py --append --per-task 50 v4-cpu-rw0.3=runs/cpu/ie-rw0.3-p2/best-fp16.safetensors
+instructedit evaluate --n 50 --out runs/q_cpu_rw.json --editor instructedit-cpu-rw0.3=runs/cpu/ie-rw0.3-p2/best-fp16.safetensors &
+instructedit evaluate --n 50 --no-unseen-instruction --out runs/q_cpu_single.json --editor mend-single=runs/cpu/mend-single-p2/best-fp16.safetensors &
+wait
+python bench/merge_quality.py --rename mend-single=mend-single-v1 bench/results/quality.json runs/q_cpu_rw.json runs/q_cpu_single.json
+python bench/summarize_quality.py

@@ -20,8 +20,9 @@ TARGETS = [
 ]
 
 # Variants whose MEND twin has another name: the plain-prompt row exists only for
-# instructed editors, so the shipped editor's twin serves its no-raw-row variant too.
-TWINS = {"instructedit-v4-no-raw-row": "mend-multitask"}
+# instructed editors, so the twin of an editor trained with it serves its variants
+# that differ only in that row (without it, or weighted 0.3) too.
+TWINS = {"instructedit-v4-no-raw-row": "mend-multitask", "instructedit-cpu-rw0.3": "mend-multitask-cpu"}
 
 
 def main(path: Path) -> str:

@@ -4,6 +4,7 @@ splits only; the test splits play no part in the choice).
 
     python bench/summarize_sweep.py runs/gpu/summary.json runs/ie-b2 runs/mend-b2 ...
     python bench/summarize_sweep.py bench/results/recipe_sweep.json runs/cpu/*   # add runs to the table
+    python bench/summarize_sweep.py bench/results/recipe_sweep.json s5/ie-p1=runs/cpu/ie-p1   # under another name
 
 Writes bench/results/recipe_sweep.{json,md}.
 """
@@ -25,20 +26,39 @@ def from_card(path: Path) -> dict:
     cfg = card["config"]
     return {"step": card["step"], "wall_seconds": round(card["wall_seconds"], 1), "stopped": card.get("stopped"), "best": card["best"],
             "config": {k: cfg.get(k) for k in ("instruct", "kl_scope", "c_loc", "c_edit", "hard_negatives", "cross_locality",
-                                                "raw_rephrase_prob", "raw_prompt_row", "init_from")}}
+                                                "raw_rephrase_prob", "raw_prompt_row", "raw_row_weight", "init_from",
+                                                "tasks")}}
+
+
+def describe(c: dict) -> str:
+    """A run's recipe in a few words, from its card's config."""
+    parts = [f"kl {c['kl_scope']}", f"c_loc {c['c_loc']}"]
+    if c.get("hard_negatives"):
+        parts.append(f"{c['hard_negatives']} hard negatives")
+    if c.get("cross_locality"):
+        parts.append("cross-task probe")
+    if c.get("raw_prompt_row") and c["instruct"]:
+        weight = c.get("raw_row_weight", 1.0)
+        parts.append("plain-prompt row" + (f" x{weight}" if weight != 1.0 else ""))
+    if c.get("tasks") and len(c["tasks"]) == 1:
+        parts.append(f"{c['tasks'][0]} only")
+    if c.get("init_from"):
+        parts.append(f"from {Path(c['init_from']).parent.name}")
+    return ", ".join(parts)
 
 
 def main() -> None:
     sweep_path, *phase2 = sys.argv[1:]
     runs = {k: v for k, v in json.loads(Path(sweep_path).read_text()).items() if not k.startswith("_")}
-    for d in map(Path, phase2):  # runs/ie-b2 -> "ie-b2"; runs/cpu/ie-p1 -> "cpu/ie-p1"
-        runs[d.name if d.parent.name == "runs" else f"{d.parent.name}/{d.name}"] = from_card(d)
+    for arg in phase2:  # runs/ie-b2 -> "ie-b2"; runs/cpu/ie-p1 -> "cpu/ie-p1"; NAME=DIR -> NAME
+        name, _, d = arg.rpartition("=")
+        d = Path(d)
+        runs[name or (d.name if d.parent.name == "runs" else f"{d.parent.name}/{d.name}")] = from_card(d)
     OUT.write_text(json.dumps(runs, indent=1))
     lines = ["| run | editor | recipe | steps | wall | best val step | Rel | Gen | Loc | after | raw | score |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         c, b = r["config"], r["best"] or {}
-        recipe = f"kl {c['kl_scope']}, c_loc {c['c_loc']}" + (f", {c['hard_negatives']} hard negatives" if c.get("hard_negatives") else "") \
-            + (", cross-task probe" if c.get("cross_locality") else "") + (", plain-prompt row" if c.get("raw_prompt_row") and c["instruct"] else "") + (f", from {Path(c['init_from']).parent.name}" if c.get("init_from") else "")
+        recipe = describe(c)
         # Cards written before the score counted spill-over have another score: recompute it by today's rule.
         best = [b.get(k) for k in KEYS] + [selection_score(b) if b else None]
         cells = " | ".join("" if v is None or v != v else f"{v:.1f}" for v in best)
