@@ -66,8 +66,10 @@ def main() -> None:
                      f"{b.get('step', '')} | {cells} |")
     note = ("Validation splits, 30 records per trained task. `score` is today's selection score, mean(rel, gen, loc, after, raw), "
             "recomputed from each run's best checkpoint; the GPU runs (ie-a..mend-c, ie-b, mend-b) and the CPU-only first phases "
-            "(cpu/*-p1, `--select-on rel,gen,loc`) chose that checkpoint by mean(rel, gen, loc), and did not measure `raw`. "
-            "cpu/* is `bench/cpu_budget.sh`: the v4 recipe on this 2-core CPU alone, one thread per editor, side by side.\n\n")
+            "(cpu/*-p1 and cpu5/*-p1, `--select-on rel,gen,loc`) chose that checkpoint by mean(rel, gen, loc), and did not measure `raw`. "
+            "cpu/* is `bench/cpu_budget.sh`: the v4 recipe on this 2-core CPU alone, one thread per editor, side by side. "
+            "cpu5/* is the same script in the fifth session (`RUNS=\"ie-rw0.3 mend-single\"`), on a machine about 1.4x faster "
+            "per step than the fourth session's; single-task runs validate on CounterFact alone.\n\n")
     OUT.with_suffix(".md").write_text(note + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
