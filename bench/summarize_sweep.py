@@ -4,7 +4,7 @@ splits only; the test splits play no part in the choice).
 
     python bench/summarize_sweep.py runs/gpu/summary.json runs/ie-b2 runs/mend-b2 ...
     python bench/summarize_sweep.py bench/results/recipe_sweep.json runs/cpu/*   # add runs to the table
-    python bench/summarize_sweep.py bench/results/recipe_sweep.json s5/ie-p1=runs/cpu/ie-p1   # under another name
+    python bench/summarize_sweep.py bench/results/recipe_sweep.json cpu5/ie-p1=runs/cpu/ie-p1   # under another name
 
 Writes bench/results/recipe_sweep.{json,md}.
 """

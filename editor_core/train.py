@@ -107,7 +107,7 @@ class TrainConfig:
 
         if self.kl_scope not in KL_SCOPES:
             raise ValueError(f"kl_scope must be one of {KL_SCOPES}, got {self.kl_scope!r}")
-        if not 0.0 <= self.raw_row_weight:
+        if not self.raw_row_weight >= 0:  # NaN too
             raise ValueError(f"raw_row_weight must be >= 0, got {self.raw_row_weight}")
         if self.hard_negatives < 0:
             raise ValueError(f"hard_negatives must be >= 0, got {self.hard_negatives}")
