@@ -52,6 +52,10 @@ __all__ = [
     "generation_exact_match",
     "fluency",
     "summarize",
+    "cut_answer",
+    "answer_exact",
+    "answer_contains",
+    "generate_answers",
 ]
 
 
@@ -291,7 +295,8 @@ def _greedy_config(model, tokenizer, max_new_tokens: int):
 
 @torch.inference_mode()
 def _generate_ids(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: Sequence[int], batch_size: int, stop_at_eos: bool = True
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: Sequence[int], batch_size: int, stop_at_eos: bool = True,
+    stop_strings: Sequence[str] = (),
 ) -> list[list[int]]:
     """Greedy continuations as token ids, cut at the first EOS (exclusive) and
     at each prompt's own ``max_new_tokens``. Greedy decoding is deterministic,
@@ -306,8 +311,10 @@ def _generate_ids(
         cfg = _greedy_config(model, tokenizer, max(budgets))
         if not stop_at_eos:  # a fixed-length continuation: EOS is suppressed
             cfg.min_new_tokens = max(budgets)
+        extra = {"tokenizer": tokenizer} if stop_strings else {}
+        cfg.stop_strings = list(stop_strings) or None
         gen = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=cfg
+            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=cfg, **extra
         )
         for row, budget in zip(gen[:, ids.shape[1] :].tolist(), budgets):
             row = row[:budget]
@@ -361,3 +368,40 @@ def fluency(
     once after a question must still show whether the edit broke its text."""
     rows = _generate_ids(model, tokenizer, prompts, [max_new_tokens] * len(prompts), batch_size, stop_at_eos=False)
     return [ngram_entropy(tokenizer.decode(r, skip_special_tokens=True)) for r in rows]
+
+
+# --------------------------------------------------------------------------
+# Generation-based scores (the protocol of "The Mirage of Model Editing")
+# --------------------------------------------------------------------------
+
+ANSWER_STOPS = (".", "\n")
+
+
+def cut_answer(text: str) -> str:
+    """A generated answer up to its first "." or newline (EOS already ends the
+    generation): what a reader takes as the model's answer."""
+    cut = len(text)
+    for stop in ANSWER_STOPS:
+        i = text.find(stop)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def answer_exact(generated: str, answer: str) -> float:
+    """Strict SQuAD exact match of the cut answer: nothing may follow the answer."""
+    return float(normalize_answer(cut_answer(generated)) == normalize_answer(answer))
+
+
+def answer_contains(generated: str, answer: str) -> float:
+    """The looser figure: the normalized answer occurs, at word boundaries, in
+    the normalized generation (not cut: a chat answer may be a sentence)."""
+    a = normalize_answer(answer)
+    return float(bool(a) and f" {a} " in f" {normalize_answer(generated)} ")
+
+
+def generate_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, batch_size: int = 16) -> list[str]:
+    """Greedy answers, at most `max_new_tokens` tokens, each stopped at EOS;
+    rows also stop early once the text holds "." or a newline (the rest would be cut)."""
+    rows = _generate_ids(model, tokenizer, prompts, [max_new_tokens] * len(prompts), batch_size, stop_strings=ANSWER_STOPS)
+    return [tokenizer.decode(r, skip_special_tokens=True) for r in rows]

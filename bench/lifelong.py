@@ -1,0 +1,233 @@
+"""Lifelong editing judged by generation: N edits held at once, all measured at the end.
+
+    python bench/lifelong.py --split val --methods routed,routed+refit --checkpoints 10,100   # choose settings here
+    python bench/lifelong.py --split test                                                    # what we report
+
+Records: ZsRE and CounterFact, alternating, one edit per subject (the ZsRE
+files repeat subjects with other answers; we keep the first record of each
+subject, so no edit contradicts an earlier one). `--split val` uses ZsRE val +
+ZsRE train[:400] and CounterFact val; `--split test` uses the ZsRE hold-out
+file and CounterFact test. The editor never trained on ZsRE, and the router's
+word table (bench/build_router_idf.py) holds neither set.
+
+Each (method, N) row is appended to `--out` as soon as it is measured, and a
+run skips rows already there, so a cut-off run resumes where it stopped.
+Also writes the markdown table and a PNG of every figure against N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from editor_core import lifelong
+from editor_core.data.splits import load_task_split
+from editor_core.editors import load_editor
+from editor_core.editors.ftl import FTL
+from editor_core.models import load_model
+from editor_core.refit import RefitConfig
+from editor_core.routing import RouterConfig
+
+SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
+RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = ("instructedit/summed", "ft-l/summed", "instructedit/routed", "instructedit/routed+refit", "refit-only/routed")
+
+
+def edit_records(split: str, n: int) -> list:
+    if split == "val":
+        zsre = load_task_split("zsre", "val") + load_task_split("zsre", "train")[:400]
+        cf = load_task_split("counterfact", "val")
+    else:
+        zsre, cf = load_task_split("zsre", "test"), load_task_split("counterfact", "test")
+    out, seen = [], set()
+    for pair in zip(zsre, cf):
+        for r in pair:
+            subject = (r.subject or r.prompt).strip().lower()
+            if subject not in seen and r.rephrase_prompts and r.locality:
+                seen.add(subject)
+                out.append(r)
+    if len(out) < n:
+        raise SystemExit(f"only {len(out)} usable records in split {split!r}; asked for {n}")
+    return out[:n]
+
+
+def capability_questions(n: int = 100) -> list[str]:
+    """Unrelated questions whose unedited answers must survive: NQ questions and
+    CounterFact completions from training records (never edited here)."""
+    zsre = load_task_split("zsre", "train")[400:]
+    cf = load_task_split("counterfact", "train")
+    nq = [p.prompt.removeprefix("nq question: ") for r in zsre for p in r.locality][: n // 2]
+    return nq + [p.prompt for r in cf for p in r.locality][: n - len(nq)]
+
+
+def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig) -> lifelong.Method:
+    editor_name, holding = name.split("/")
+    refit = "+refit" in holding or editor_name == "refit-only"
+    holding = holding.replace("+refit", "")
+    if editor_name == "instructedit":
+        editor = load_editor(SHIPPED, model)
+    elif editor_name == "ft-l":
+        editor = FTL.for_model(model)
+    elif editor_name == "refit-only":
+        editor = None
+    else:
+        raise SystemExit(f"unknown editor in method {name!r}")
+    return lifelong.Method(name, editor, holding, refit_cfg if refit else None, router)
+
+
+def row_of(res: dict, fmt: str, model_name: str) -> dict:
+    """One row of the results file's documented shape."""
+    r = res[fmt]
+    return {
+        "method": res["method"],
+        "n_edits": res["n_edits"],
+        "prompt_format": fmt,
+        "reliability": r["reliability"],
+        "generalization": r["generalization"],
+        "locality": r["locality"],
+        "retention_first10pct": r["retention_first10pct"],
+        "fluency_ratio": res["fluency_ratio"],
+        "capability_delta": None if r["capability"] is None else r["capability"] - 100.0,
+        "teacher_forced": res.get("teacher_forced"),
+        "seconds_per_edit": res["seconds_per_edit"],
+        "extra": {
+            "split": res["split"],
+            "reliability_contains": r["reliability_contains"],
+            "generalization_contains": r["generalization_contains"],
+            "perplexity_ratio": res["perplexity_ratio"],
+            "norm_ratio_max": res["norm_ratio_max"],
+            "seconds_instant": res["seconds_instant"],
+            "refit_took": res["refit_took"],
+            "examples": res["examples"] if fmt == "plain" else None,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", choices=("val", "test"), default="test")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--checkpoints", default="10,100,1000")
+    ap.add_argument("--single", type=int, default=100, help="N=1 rows: this many records, each edited alone (0: skip)")
+    ap.add_argument("--threshold", type=float, default=RouterConfig.threshold)
+    ap.add_argument("--refit-lr", type=float, default=RefitConfig.lr)
+    ap.add_argument("--refit-steps", type=int, default=RefitConfig.steps)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = args.out or RESULTS / ("lifelong.json" if args.split == "test" else "lifelong_val.json")
+    checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
+    done = json.loads(out.read_text()) if out.exists() else {"model": args.model, "rows": []}
+    have = {(r["method"], r["n_edits"], r["extra"]["split"]) for r in done["rows"]}
+
+    model, tok = load_model(args.model)
+    records = edit_records(args.split, max(checkpoints + [args.single]))
+    probes = lifelong.Probes(records, capability_questions())
+    router = RouterConfig(threshold=args.threshold)
+    refit_cfg = RefitConfig(lr=args.refit_lr, steps=args.refit_steps)
+    reference: dict = {}
+
+    def save(res: dict) -> None:
+        res["split"] = args.split
+        done["rows"] = [r for r in done["rows"] if (r["method"], r["n_edits"], r["extra"]["split"]) != (res["method"], res["n_edits"], args.split)]
+        done["rows"] += [row_of(res, fmt, args.model) for fmt in ("plain", "chat")]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(done, indent=1) + "\n")
+        p, c = res["plain"], res["chat"]
+        print(f"{res['method']:28s} N={res['n_edits']:5d}  plain rel {p['reliability']:5.1f} gen {p['generalization']:5.1f} "
+              f"loc {p['locality']:5.1f} ret {p['retention_first10pct']:5.1f} | chat rel {c['reliability']:5.1f} "
+              f"gen {c['generalization']:5.1f} loc {c['locality']:5.1f} | flu {res['fluency_ratio']:.2f} "
+              f"cap {p['capability']:5.1f} s/edit {res['seconds_per_edit']:.2f}", flush=True)
+
+    for name in args.methods.split(","):
+        method = make_method(name, model, refit_cfg, router)
+        todo = [n for n in checkpoints if (name, n, args.split) not in have]
+        if args.single and (name, 1, args.split) not in have:
+            singles = []
+            for i in range(args.single):  # N = 1: each record alone, from the unedited weights
+                one = lifelong.Probes([records[i]], probes.capability[:0], n_fluency=1)
+                singles += lifelong.run(model, tok, method_spec(method, model), method, one, [1], reference=reference)
+            save(average(singles, name))
+        if todo:
+            t = time.time()
+            lifelong.run(model, tok, method_spec(method, model), method, probes, todo, on_result=save, reference=reference,
+                         progress=lambda i: (i % 50 == 0) and print(f"  {name}: {i} edits, {time.time() - t:.0f} s", flush=True))
+    write_table(done, out.with_suffix(".md"))
+    plot(done, out.with_suffix(".png"))
+
+
+def method_spec(method: lifelong.Method, model):
+    from editor_core.models import ModelSpec
+
+    return method.editor.spec if method.editor is not None else ModelSpec.for_model(model)
+
+
+def average(rows: list[dict], name: str) -> dict:
+    """The mean of single-edit results (each N = 1) as one N = 1 row."""
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return sum(xs) / len(xs) if xs else None
+
+    out = {"method": name, "n_edits": 1, "examples": rows[0]["examples"]}
+    for fmt in ("plain", "chat"):
+        out[fmt] = {k: mean([r[fmt][k] for r in rows]) for k in rows[0][fmt]}
+    for k in ("fluency_ratio", "perplexity_ratio", "norm_ratio_max", "seconds_per_edit", "seconds_instant", "refit_took"):
+        out[k] = mean([r[k] for r in rows])
+    out["teacher_forced"] = {k: mean([r["teacher_forced"][k] for r in rows]) for k in rows[0]["teacher_forced"]}
+    return out
+
+
+def write_table(done: dict, path: Path) -> None:
+    def f(x, digits=1):
+        return "" if x is None else f"{x:.{digits}f}"
+
+    lines = [
+        f"# Lifelong editing, {done['model']}: all N edits measured at the end, by greedy generation (%)",
+        "",
+        "| split | method | N | format | Rel | Gen | Loc | first 10 % | fluency x | capability Δ | TF Rel/Gen/Loc | s/edit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(done["rows"], key=lambda r: (r["extra"]["split"], r["method"], r["n_edits"], r["prompt_format"])):
+        tf = r.get("teacher_forced") or {}
+        lines.append(
+            f"| {r['extra']['split']} | {r['method']} | {r['n_edits']} | {r['prompt_format']} | {f(r['reliability'])} | "
+            f"{f(r['generalization'])} | {f(r['locality'])} | {f(r['retention_first10pct'])} | "
+            f"{f(r['fluency_ratio'], 2)} | {f(r['capability_delta'])} | "
+            f"{f(tf.get('reliability'))}/{f(tf.get('generalization'))}/{f(tf.get('locality'))} | {r['seconds_per_edit']:.2f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(done: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = ("reliability", "generalization", "locality", "retention_first10pct")
+    fig, axes = plt.subplots(2, len(figures), figsize=(4 * len(figures), 7), sharex=True)
+    for row, fmt in enumerate(("plain", "chat")):
+        for ax, fig_name in zip(axes[row], figures):
+            for method in sorted({r["method"] for r in done["rows"]}):
+                pts = sorted((r["n_edits"], r[fig_name]) for r in done["rows"]
+                             if r["method"] == method and r["prompt_format"] == fmt and r[fig_name] is not None)
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=method)
+            ax.set_xscale("log")
+            ax.set_ylim(-2, 102)
+            ax.set_title(f"{fig_name} ({fmt})", fontsize=9)
+            ax.set_xlabel("edits held (N)")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

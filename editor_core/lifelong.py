@@ -1,0 +1,334 @@
+"""Lifelong editing, judged by what the model generates.
+
+N edits are applied one after another, as the service applies them, and then
+every one of the N is measured on the final state (the protocol of WISE,
+AlphaEdit and LocFT; measuring each edit right after its own edit hides
+forgetting). Scores, in %:
+
+* reliability: greedy answer to the edit prompt, cut at ".", newline or EOS,
+  equals the new target after SQuAD normalization ("Mirage" protocol);
+* generalization: the same for each held-back rephrasing (never shown to the
+  editor or the router);
+* locality: the greedy continuation of each record's unrelated prompt is
+  identical, token for token, before and after;
+* each of these with the question asked plainly and inside the chat template;
+* retention: reliability of the first 10 % of edits, measured after all N;
+* teacher-forced reliability, generalization and locality (EasyEdit's
+  definitions), labelled as such;
+* health: fluency (n-gram entropy of fixed-length continuations) against the
+  unedited model's, a capability set (unrelated questions whose unedited greedy
+  answers must not change, and the perplexity of a fixed text), and
+  ‖ΔW‖/‖W‖ of every edited matrix.
+
+How edits are held is a `Holding`: `Summed` adds every delta into the shared
+weights (what the service did until now); `Routed` keeps each delta apart and
+runs each question on the base plus at most one edit (`editor_core.routing`).
+`LocFTBF` is the refit-everything baseline of LocFT-BF (ICLR 2026).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from . import metrics
+from .chat import chat_prompt
+from .delta import Delta, base_weights, load_weights, materialize
+from .records import EditRecord
+from .refit import RefitConfig, refit
+from .routing import MemoryEntry, RoutedMemory, RouterConfig, scope_of
+
+# A fixed English text for the capability set's perplexity (written for this purpose).
+CAPABILITY_TEXT = (
+    "The river rises in the hills to the north and flows south through farmland before it reaches the sea. "
+    "In the spring the water is high and fast, and the town on its banks has built walls to keep it out. "
+    "Most people in the town work on the farms or in the small factories near the station. "
+    "Children walk to school along the river path, and in the summer they swim where the water is slow. "
+    "The library opens at nine in the morning and closes at six, except on Sundays, when it is closed all day."
+)
+
+
+# --------------------------------------------------------------------------- holding edits
+
+
+class Holding:
+    """How a set of active edits turns into the weights a question runs on."""
+
+    name: str
+
+    def add(self, edit_id: str, record: EditRecord, delta: Delta | None) -> None: ...
+
+    def groups(self, questions: Sequence[str]) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
+        """(weights, indices of the questions that run on them), covering every question once."""
+        ...
+
+    def weights_now(self) -> dict[str, torch.Tensor]:
+        """The weights the next edit is computed on."""
+        ...
+
+    def norm_ratios(self) -> dict[str, float]:
+        """‖ΔW‖/‖W‖ per edited matrix, for the largest change any question can meet."""
+        ...
+
+
+class Summed(Holding):
+    """Every delta added into the shared weights, in order (base + Σ deltas)."""
+
+    name = "summed"
+
+    def __init__(self, base: dict[str, torch.Tensor]):
+        self.base, self.deltas = base, []
+        self._weights = dict(base)
+
+    def add(self, edit_id, record, delta):
+        if delta is not None:
+            self.deltas.append(delta)
+            self._weights = materialize(self.base, self.deltas)
+
+    def groups(self, questions):
+        yield self._weights, list(range(len(questions)))
+
+    def weights_now(self):
+        return self._weights
+
+    def norm_ratios(self):
+        return {n: float((self._weights[n].float() - w.float()).norm() / w.float().norm()) for n, w in self.base.items()}
+
+
+class Routed(Holding):
+    """A routed memory: each question runs on the base plus its edit's delta alone."""
+
+    name = "routed"
+
+    def __init__(self, base: dict[str, torch.Tensor], router: RouterConfig | None = None):
+        self.base = base
+        self.memory = RoutedMemory(config=router or RouterConfig())
+
+    def add(self, edit_id, record, delta):
+        if delta is not None:
+            self.memory.append(MemoryEntry(edit_id, delta, scope_of(record.prompt)))
+
+    def groups(self, questions):
+        by_entry: dict[int, list[int]] = {}
+        for i, q in enumerate(questions):
+            by_entry.setdefault(self.memory.route(q).index, []).append(i)
+        for e, idx in sorted(by_entry.items()):
+            yield (self.base if e < 0 else materialize(self.base, [self.memory.entries[e].delta])), idx
+
+    def weights_now(self):
+        return self.base  # every edit is computed on the base: the memory never mixes deltas
+
+    def norm_ratios(self):
+        out = {n: 0.0 for n in self.base}
+        for e in self.memory.entries:
+            for n, w in self.base.items():
+                if n in e.delta.factors:
+                    out[n] = max(out[n], float(e.delta.dense(n).norm() / w.float().norm()))
+        return out
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@dataclass
+class Method:
+    """An editor (or none), how its edits are held, and whether each edit is refit."""
+
+    name: str
+    editor: object | None  # an editor_core Editor; None: the refit alone makes the edit
+    holding: str  # "summed" | "routed"
+    refit: RefitConfig | None = None
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+    def make_holding(self, base) -> Holding:
+        return Routed(base, self.router) if self.holding == "routed" else Summed(base)
+
+
+def apply_edit(method: Method, model, tok, spec, holding: Holding, edit_id: str, record: EditRecord) -> dict:
+    """Compute one edit on the weights it would be computed on in the service, and hold it."""
+    load_weights(model, holding.weights_now())
+    t0 = time.perf_counter()
+    delta = method.editor.compute_delta(model, tok, [record]) if method.editor is not None else None
+    t1 = time.perf_counter()
+    info = {"seconds_instant": t1 - t0, "refit_steps": 0, "refit_took": None, "seconds_refit": 0.0}
+    if method.refit is not None:
+        res = refit(model, tok, spec, record.prompt, record.target_new, delta, method.refit)
+        delta = res.delta
+        info.update(refit_steps=res.steps, refit_took=res.took, seconds_refit=time.perf_counter() - t1)
+    holding.add(edit_id, record, delta)
+    return info
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def answer(model, tok, holding: Holding, questions: Sequence[str], prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
+    """Greedy answers to `prompts`, each run on the weights its `question` routes to."""
+    out: list[str | None] = [None] * len(prompts)
+    for weights, idx in holding.groups(questions):
+        load_weights(model, weights)
+        for i, text in zip(idx, metrics.generate_answers(model, tok, [prompts[i] for i in idx], max_new_tokens=max_new_tokens)):
+            out[i] = text
+    return out  # type: ignore[return-value]
+
+
+def teacher_forced(model, tok, holding: Holding, questions, prompts, answers) -> list[float]:
+    out: list[float] = [0.0] * len(prompts)
+    for weights, idx in holding.groups(questions):
+        load_weights(model, weights)
+        for i, s in zip(idx, metrics.teacher_forced_accuracy(model, tok, [prompts[i] for i in idx], [answers[i] for i in idx])):
+            out[i] = s
+    return out
+
+
+def argmax_answers(model, tok, holding: Holding, questions, prompts, answers) -> list[torch.Tensor]:
+    out: list = [None] * len(prompts)
+    for weights, idx in holding.groups(questions):
+        load_weights(model, weights)
+        for i, a in zip(idx, metrics.answer_argmax(model, tok, [prompts[i] for i in idx], [answers[i] for i in idx])):
+            out[i] = a
+    return out
+
+
+@torch.inference_mode()
+def perplexity(model, tok, text: str) -> float:
+    ids = tok(text, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    return math.exp(float(model(input_ids=ids, labels=ids, use_cache=False).loss))
+
+
+@dataclass
+class Probes:
+    """Everything measured, built once from the records: prompts in both formats."""
+
+    records: list[EditRecord]
+    capability: list[str]  # unrelated questions (never edited)
+    n_fluency: int = 50  # fluency is measured on the prompts of the first edits
+
+    def sets(self, tok, n: int) -> dict[str, tuple[list[str], list[str], list[str]]]:
+        """name -> (routing questions, prompts, answers) for the first n records."""
+        recs = self.records[:n]
+        out: dict[str, tuple[list[str], list[str], list[str]]] = {}
+        for fmt in ("plain", "chat"):
+            def ask(q: str) -> str:
+                return q if fmt == "plain" else chat_prompt(tok, q)
+
+            rel = [(r.prompt, ask(r.prompt), r.target_new) for r in recs]
+            gen = [(p, ask(p), r.target_new) for r in recs for p in r.rephrase_prompts[:1]]
+            loc = [(p.prompt, ask(p.prompt), p.answer) for r in recs for p in r.locality[:1]]
+            cap = [(q, ask(q), "") for q in self.capability]
+            for name, rows in (("rel", rel), ("gen", gen), ("loc", loc), ("cap", cap)):
+                out[f"{name}/{fmt}"] = ([q for q, _, _ in rows], [p for _, p, _ in rows], [a for _, _, a in rows])
+        return out
+
+
+def measure(model, tok, holding: Holding, probes: Probes, n: int, reference: dict, *, max_new_tokens: int = 32,
+            teacher_forcing: bool = True) -> dict:
+    """All scores of the first n edits on the state `holding` now holds. `reference`
+    caches the unedited model's answers (filled on first use, with the base weights)."""
+    sets = probes.sets(tok, n)
+    answers = {name: answer(model, tok, holding, q, p, max_new_tokens) for name, (q, p, _) in sets.items()}
+    for name in ("loc/plain", "loc/chat", "cap/plain", "cap/chat"):
+        q, p, _ = sets[name]
+        have = reference.setdefault(name, {})
+        todo = [x for x in p if x not in have]
+        if todo:
+            load_weights(model, holding.base)
+            for x, a in zip(todo, metrics.generate_answers(model, tok, todo, max_new_tokens=max_new_tokens)):
+                have[x] = a
+    res: dict = {"n_edits": n}
+    for fmt in ("plain", "chat"):
+        rq, rp, ra = sets[f"rel/{fmt}"]
+        rel = [metrics.answer_exact(g, a) for g, a in zip(answers[f"rel/{fmt}"], ra)]
+        gq, gp, ga = sets[f"gen/{fmt}"]
+        gen = [metrics.answer_exact(g, a) for g, a in zip(answers[f"gen/{fmt}"], ga)]
+        lq, lp, _ = sets[f"loc/{fmt}"]
+        loc = [float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(answers[f"loc/{fmt}"], lp)]
+        cq, cp, _ = sets[f"cap/{fmt}"]
+        cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], cp)]
+        first = max(1, n // 10)
+        res[fmt] = {
+            "reliability": metrics.summarize(rel),
+            "generalization": metrics.summarize(gen),
+            "locality": metrics.summarize(loc),
+            "retention_first10pct": metrics.summarize(rel[:first]),
+            "capability": metrics.summarize(cap),
+            "reliability_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"rel/{fmt}"], ra)]),
+            "generalization_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"gen/{fmt}"], ga)]),
+        }
+    res["examples"] = [
+        {"prompt": q, "target": a, "plain": g, "chat": c}
+        for q, a, g, c in list(zip(sets["rel/plain"][0], sets["rel/plain"][2], answers["rel/plain"], answers["rel/chat"]))[:5]
+    ]
+    if teacher_forcing:
+        rq, rp, ra = sets["rel/plain"]
+        gq, gp, ga = sets["gen/plain"]
+        lq, lp, la = sets["loc/plain"]
+        pre = reference.setdefault("loc/argmax", {})
+        todo = [i for i, p in enumerate(lp) if p not in pre]
+        if todo:
+            load_weights(model, holding.base)
+            for i, a in zip(todo, metrics.answer_argmax(model, tok, [lp[i] for i in todo], [la[i] for i in todo])):
+                pre[lp[i]] = a
+        post = argmax_answers(model, tok, holding, lq, lp, la)
+        res["teacher_forced"] = {
+            "reliability": metrics.summarize(teacher_forced(model, tok, holding, rq, rp, ra)),
+            "generalization": metrics.summarize(teacher_forced(model, tok, holding, gq, gp, ga)),
+            "locality": metrics.summarize(metrics.agreement([pre[p] for p in lp], post)),
+        }
+    # health: fluency where the edits apply (continuations of the first edits' prompts),
+    # and the perplexity of a fixed unrelated text
+    flu_q = [r.prompt for r in probes.records[: min(n, probes.n_fluency)]]
+    flu: list[float] = [0.0] * len(flu_q)
+    for weights, idx in holding.groups(flu_q):
+        load_weights(model, weights)
+        for i, f in zip(idx, metrics.fluency(model, tok, [flu_q[i] for i in idx], max_new_tokens=40)):
+            flu[i] = f
+    base_flu = reference.setdefault("fluency", {})
+    todo = [q for q in flu_q if q not in base_flu]
+    if todo:
+        load_weights(model, holding.base)
+        base_flu.update(zip(todo, metrics.fluency(model, tok, todo, max_new_tokens=40)))
+    if "perplexity" not in reference:
+        load_weights(model, holding.base)
+        reference["perplexity"] = perplexity(model, tok, CAPABILITY_TEXT)
+    load_weights(model, next(iter(holding.groups([CAPABILITY_TEXT])))[0])
+    unedited = sum(base_flu[q] for q in flu_q)
+    res["fluency_ratio"] = sum(flu) / unedited if unedited else None
+    res["perplexity_ratio"] = perplexity(model, tok, CAPABILITY_TEXT) / reference["perplexity"]
+    ratios = holding.norm_ratios()
+    res["norm_ratio_max"] = max(ratios.values()) if ratios else 0.0
+    res["norm_ratio"] = ratios
+    load_weights(model, holding.base)
+    return res
+
+
+def run(model, tok, spec, method: Method, probes: Probes, checkpoints: Sequence[int], *,
+        on_result: Callable[[dict], None] | None = None, progress: Callable[[int], None] | None = None,
+        reference: dict | None = None) -> list[dict]:
+    """Apply the records in order with `method`; measure every edit so far at each checkpoint."""
+    base = base_weights(model, spec.edit_params)
+    holding = method.make_holding(base)
+    reference = {} if reference is None else reference
+    results, infos = [], []
+    try:
+        for i, record in enumerate(probes.records[: max(checkpoints)]):
+            infos.append(apply_edit(method, model, tok, spec, holding, f"e{i}", record))
+            if progress:
+                progress(i + 1)
+            if i + 1 in checkpoints:
+                res = measure(model, tok, holding, probes, i + 1, reference)
+                res["method"] = method.name
+                res["seconds_per_edit"] = sum(x["seconds_instant"] + x["seconds_refit"] for x in infos) / len(infos)
+                res["seconds_instant"] = sum(x["seconds_instant"] for x in infos) / len(infos)
+                took = [x["refit_took"] for x in infos if x["refit_took"] is not None]
+                res["refit_took"] = 100.0 * sum(took) / len(took) if took else None
+                results.append(res)
+                if on_result:
+                    on_result(res)
+    finally:
+        load_weights(model, base)
+    return results
