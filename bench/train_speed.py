@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 
 from editor_core.data import load_task_split
-from editor_core.editors import MEND, MENDConfig
-from editor_core.editors.ftl import FTL
+from editor_core.editors import build_editor
 from editor_core.hooks import SplitRunner, masked_nll
 from editor_core.models import load_model
 from editor_core.train import NeighbourIndex, TrainConfig, build_rows, edit_step, extra_probes
@@ -61,7 +60,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, tok = load_model(args.model)
     cfg = TrainConfig(rank=args.rank, kl_scope=args.kl_scope, hard_negatives=args.hard_negatives)
-    editor = MEND.for_model(model, MENDConfig(rank=args.rank)).train()
+    editor = build_editor("mend", model, rank=args.rank).train()
     opt = torch.optim.Adam(editor.parameters(), lr=1e-5)
     runner = SplitRunner(model, editor.spec)
     params = [model.get_parameter(p) for p in editor.spec.edit_params]
@@ -95,7 +94,7 @@ def main() -> None:
         edit_t.append(time.perf_counter() - t)
         rec = editor.instructed(r)
         edit_base.append(fwd_bwd(model, encode_pairs(tok, [rec.prompt], [rec.target_new]), params))
-    ftl = FTL.for_model(model)
+    ftl = build_editor("ft-l", model)
     ftl_t = []
     for r in pool[: max(3, args.edits // 4)]:
         t = time.perf_counter()

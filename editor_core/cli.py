@@ -56,7 +56,7 @@ def edit(
     prompt: str = typer.Option(..., help="the prompt whose answer should change"),
     target: str = typer.Option(..., help="the new answer"),
     model: str = typer.Option("smollm2-135m", help="HF id, local path or built-in name"),
-    editor: str = typer.Option(str(DEFAULT_EDITOR), help="editor checkpoint (.safetensors), 'untrained' or 'ft-l'"),
+    editor: str = typer.Option(str(DEFAULT_EDITOR), help="editor checkpoint (.safetensors), 'untrained', or a registered editor tag (a new one: 'ft-l')"),
     task: str = typer.Option("counterfact", help="instruction task for an instructed editor"),
     check: list[str] = typer.Option([], help="extra prompts to generate from before and after"),
     max_new_tokens: int = 12,

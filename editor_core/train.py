@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .dataclass_cli import layered, setting
-from .editors.mend import MEND, MENDConfig
+from .editors import MEND, build_editor
 from .hooks import SplitRunner, kl_div, row_nll
 from .recipes import load_recipe
 from .records import EditRecord, Probe
@@ -414,8 +414,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
             raise ValueError(f"{cfg.init_from} has instruct={editor.config.instruct}, rank={editor.config.rank}; "
                              f"this run asks for instruct={cfg.instruct}, rank={cfg.rank}")
     else:
-        mcfg = MENDConfig(rank=cfg.rank, n_last_layers=cfg.n_last_layers, step_init=cfg.step_init, instruct=cfg.instruct)
-        editor = MEND.for_model(model, mcfg)
+        editor = build_editor(MEND.tag, model, rank=cfg.rank, n_last_layers=cfg.n_last_layers, step_init=cfg.step_init,
+                              instruct=cfg.instruct)
         editor.model_id = cfg.model
     editor.to(model.device).train()
     opt = torch.optim.Adam([
