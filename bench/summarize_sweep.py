@@ -55,14 +55,16 @@ def main() -> None:
         d = Path(d)
         runs[name or (d.name if d.parent.name == "runs" else f"{d.parent.name}/{d.name}")] = from_card(d)
     OUT.write_text(json.dumps(runs, indent=1))
-    lines = ["| run | editor | recipe | steps | wall | best val step | Rel | Gen | Loc | after | raw | score |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | editor | recipe | steps | wall | best val step | Rel | Gen | Loc | after | raw | score |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         c, b = r["config"], r["best"] or {}
         recipe = describe(c)
         # Cards written before the score counted spill-over have another score: recompute it by today's rule.
         best = [b.get(k) for k in KEYS] + [selection_score(b) if b else None]
         cells = " | ".join("" if v is None or v != v else f"{v:.1f}" for v in best)
-        lines.append(f"| {name} | {'InstructEdit' if c['instruct'] else 'MEND'} | {recipe} | {r['step']} | {r['wall_seconds'] / 60:.1f} min | "
+        editor = "InstructEdit" if c["instruct"] else "MEND"
+        lines.append(f"| {name} | {editor} | {recipe} | {r['step']} | {r['wall_seconds'] / 60:.1f} min | "
                      f"{b.get('step', '')} | {cells} |")
     note = ("Validation splits, 30 records per trained task. `score` is today's selection score, mean(rel, gen, loc, after, raw), "
             "recomputed from each run's best checkpoint; the GPU runs (ie-a..mend-c, ie-b, mend-b) and the CPU-only first phases "

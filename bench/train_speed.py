@@ -26,10 +26,11 @@ import torch
 
 from editor_core.data import load_task_split
 from editor_core.editors import build_editor
-from editor_core.hooks import SplitRunner, masked_nll
+from editor_core.hooks import SplitRunner
+from editor_core.losses import masked_nll
 from editor_core.models import load_model
-from editor_core.train import NeighbourIndex, TrainConfig, build_rows, edit_step, extra_probes
 from editor_core.tokens import encode_pairs
+from editor_core.train import NeighbourIndex, TrainConfig, build_rows, edit_step, extra_probes
 
 OUT = Path(__file__).parent / "results"
 
@@ -121,9 +122,11 @@ def main() -> None:
     (args.out / "train_speed.json").write_text(json.dumps(res, indent=1))
     md = (
         "| measure | ours | ratio to fwd+bwd (same run) | reference (EasyEdit) |\n|---|---|---|---|\n"
-        f"| training step (rank {args.rank}) | {res['step_seconds_median']:.3f} s | {res['step_ratio_to_fwd_bwd']:.2f}x | 1.20 s, 9x (rank 1920) |\n"
+        f"| training step (rank {args.rank}) | {res['step_seconds_median']:.3f} s | {res['step_ratio_to_fwd_bwd']:.2f}x "
+        "| 1.20 s, 9x (rank 1920) |\n"
         f"| plain fwd+bwd, same rows | {res['fwd_bwd_seconds_median']:.3f} s | 1x | |\n"
-        f"| one edit, trained-editor path | {res['edit_seconds_median']:.3f} s | {res['edit_ratio_to_fwd_bwd']:.2f}x | 0.31-0.45 s, 2.4-3.4x |\n"
+        f"| one edit, trained-editor path | {res['edit_seconds_median']:.3f} s | {res['edit_ratio_to_fwd_bwd']:.2f}x "
+        "| 0.31-0.45 s, 2.4-3.4x |\n"
         f"| FT-L edit | {res['ftl_edit_seconds_median']:.3f} s | | 3.48 s |\n"
     )
     (args.out / "train_speed.md").write_text(md)

@@ -55,7 +55,8 @@ def separation(points: torch.Tensor, labels: list[str]) -> float:
     return between / max(within, 1e-12)
 
 
-def gradient_pca(*, editors: list[str], model: str, n: int, out: Path, data_dir=None, tasks=("counterfact", "wikirecent", "convsent", "zsre")) -> dict:
+def gradient_pca(*, editors: list[str], model: str, n: int, out: Path, data_dir=None,
+                 tasks=("counterfact", "wikirecent", "convsent", "zsre")) -> dict:
     m, tok = load_model(model)
     records = [r for t in tasks for r in load_task_split(t, "test", data_dir)[:n]]
     labels = [r.task for r in records]

@@ -47,7 +47,7 @@ def models_pull(name: str = typer.Argument("smollm2-135m"), force: bool = typer.
             path = pull_smollm2(force=force)
         except RuntimeError as e:
             console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
     console.print(f"{name} ready at {path} (cache: {cache_dir()}; set INSTRUCTEDIT_CACHE to move it)")
 
 
@@ -56,7 +56,8 @@ def edit(
     prompt: str = typer.Option(..., help="the prompt whose answer should change"),
     target: str = typer.Option(..., help="the new answer"),
     model: str = typer.Option("smollm2-135m", help="HF id, local path or built-in name"),
-    editor: str = typer.Option(str(DEFAULT_EDITOR), help="editor checkpoint (.safetensors), 'untrained', or a registered editor tag (a new one: 'ft-l')"),
+    editor: str = typer.Option(str(DEFAULT_EDITOR),
+                               help="editor checkpoint (.safetensors), 'untrained', or a registered editor tag (a new one: 'ft-l')"),
     task: str = typer.Option("counterfact", help="instruction task for an instructed editor"),
     check: list[str] = typer.Option([], help="extra prompts to generate from before and after"),
     max_new_tokens: int = 12,
@@ -88,7 +89,8 @@ def train(
 ):
     """Train an editor: InstructEdit by default; --no-instruct for multi-task MEND, --tasks X for single-task.
 
-    Every other option is a field of editor_core.train.TrainConfig. With --recipe NAME the recipe's values replace the defaults, and the options given here replace the recipe's (`none` clears an optional one)."""
+    Every other option is a field of editor_core.train.TrainConfig. With --recipe NAME the recipe's values replace the defaults,
+    and the options given here replace the recipe's (`none` clears an optional one)."""
     if list_recipes:
         for name in recipe_names():
             console.print(f"[bold]{name}[/bold]: {load_recipe(name).description}")

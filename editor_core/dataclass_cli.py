@@ -81,7 +81,10 @@ def options(cls, *, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
         flag = "--" + f.name.replace("_", "-")
         decls = [f"{flag}/--no-{flag[2:]}"] if tp is bool else [flag]
         parser = _parser(tp, optional)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else json.dumps(default) if isinstance(default, dict) else str(default)
+        if isinstance(default, tuple):
+            shown = ",".join(map(str, default))
+        else:
+            shown = json.dumps(default) if isinstance(default, dict) else str(default)
         option = typer.Option(None, *decls, help=f.metadata.get("help", ""), show_default=shown, parser=parser,
                               metavar=_metavar(tp, optional))
         annotation = Optional[str if parser is not None and (typing.get_origin(tp) is tuple or tp is dict) else tp]

@@ -45,8 +45,14 @@ FAMILIES: dict[str, FamilySpec] = {
     "gpt2": FamilySpec("transformer.h", "transformer.ln_f", "lm_head", ("mlp.c_fc", "mlp.c_proj"), transposed=True),
 }
 # Families that share Llama's module names.
-for _alias in ("mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "olmo", "olmo2", "smollm3", "granite"):
+for _alias in ("mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "smollm3", "granite"):
     FAMILIES[_alias] = FAMILIES["llama"]
+# Families whose MLP is laid out otherwise, with why no spec fits them yet.
+UNSUPPORTED_FAMILIES = {
+    "phi3": "its MLP fuses the gate and up projections into one gate_up_proj weight (and has no gate_proj/up_proj), "
+            "so Llama's layer names do not apply; pass edit_params= with its mlp.gate_up_proj/mlp.down_proj weights "
+            "and family='llama' only if you accept editing the fused matrix as one",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class ModelSpec:
         """The default spec for a model: its family's MLP weights in the last
         `n_last_layers` blocks. `edit_params` overrides the choice."""
         family = family or model.config.model_type
+        if family in UNSUPPORTED_FAMILIES:
+            raise ValueError(f"no edit spec for model family {family!r}: {UNSUPPORTED_FAMILIES[family]}")
         if family not in FAMILIES:
             raise ValueError(
                 f"no edit spec for model family {family!r}; known: {sorted(FAMILIES)}. "

@@ -69,7 +69,7 @@ def run_evaluation(*, editors, model, tasks, records_file=None, n=50, unseen_ins
         instructed = bool(getattr(getattr(editor, "config", None), "instruct", False))
         for task, recs in sets.items():
             variants = [("held", False)] + ([("unseen", True)] if instructed and unseen_instruction else [])
-            for variant, held_out in variants:
+            for _variant, held_out in variants:
                 summary, _ = evaluate_records(m, tok, editor, recs, held_out=held_out, sequential=sequential)
                 setting = "unseen-instruction" if held_out else setting_of(task, editor)
                 row = Row(method=name, task=task, setting=setting, n=len(recs),
@@ -123,6 +123,7 @@ def markdown_table(rows: list[Row]) -> str:
     head = "| method | task | setting | n | Rel | Gen | Loc | Port | Flu | EM | s/edit |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     fmt = lambda x: "" if x is None else f"{x:g}"  # noqa: E731
     return head + "".join(
-        f"| {r.method} | {r.task} | {r.setting} | {r.n} | " + " | ".join(fmt(getattr(r, k)) for k in COLUMNS) + f" | {fmt(r.seconds_per_edit)} |\n"
+        f"| {r.method} | {r.task} | {r.setting} | {r.n} | " + " | ".join(fmt(getattr(r, k)) for k in COLUMNS)
+        + f" | {fmt(r.seconds_per_edit)} |\n"
         for r in rows
     )

@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from .dataclass_cli import layered, setting
 from .editors import MEND, build_editor
-from .hooks import SplitRunner, kl_div, row_nll
+from .hooks import SplitRunner
+from .losses import kl_div, row_nll
 from .recipes import load_recipe
 from .records import EditRecord, Probe
 from .tokens import encode_pairs
@@ -213,7 +214,8 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
             "rel": hit[row_kind == EDIT].mean().item(),
             "gen": hit[row_kind == REPHRASE].mean().item() if (row_kind == REPHRASE).any() else float("nan"),
             "raw": hit[row_kind == RAW].mean().item() if (row_kind == RAW).any() else float("nan"),
-            "loc": (edited_loc[loc_sel].argmax(-1) == base_loc[loc_sel].argmax(-1)).float().mean().item() if loc_sel.any() else float("nan"),
+            "loc": (edited_loc[loc_sel].argmax(-1) == base_loc[loc_sel].argmax(-1)).float().mean().item()
+                   if loc_sel.any() else float("nan"),
         }
         if not train:  # spill-over: does the next token after the new target stay the unedited model's?
             edit_after = after & (kinds == EDIT)[:, None]

@@ -26,9 +26,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..delta import Delta
-from ..hooks import Cut, SplitRunner, row_nll
+from ..hooks import Cut, SplitRunner
+from ..hypernet import GradientTransform
+from ..losses import row_nll
 from ..models import ModelSpec
-from ..nn import GradientTransform
 from ..records import EditRecord
 from ..tokens import PairBatch, encode_pairs
 from .base import register_editor

@@ -1,14 +1,15 @@
+from editor_core.delta import state_sha256
 from editor_core.editors import MEND, MENDConfig
 from editor_core.editors.ftl import FTL, FTLConfig
 from editor_core.evaluate import NO_EDIT, evaluate_records
-from editor_core.delta import state_sha256
-from editor_core.hooks import masked_nll
+from editor_core.losses import masked_nll
 from editor_core.records import EditRecord, Probe
 from editor_core.tokens import encode_pairs
 
 RECS = [
     EditRecord(task="zsre", prompt="Who is the author of Dune?", target_new="Jane Austen", rephrase_prompts=("Dune was written by",),
-               locality=(Probe("nq question: who sings thriller", "Michael Jackson"),), portability=(Probe("Dune's author was born in", "Steventon"),)),
+               locality=(Probe("nq question: who sings thriller", "Michael Jackson"),),
+               portability=(Probe("Dune's author was born in", "Steventon"),)),
     EditRecord(task="counterfact", prompt="The Louvre is in", target_new="Berlin", locality=(Probe("Big Ben is in", "London"),)),
 ]
 

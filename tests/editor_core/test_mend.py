@@ -2,7 +2,7 @@ import torch
 
 from editor_core.delta import Delta, base_weights, load_weights, materialize, state_sha256
 from editor_core.editors import MEND, MENDConfig
-from editor_core.hooks import masked_nll
+from editor_core.losses import masked_nll
 from editor_core.records import EditRecord
 
 RECORDS = [

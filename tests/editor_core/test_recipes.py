@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 import editor_core
-
 from editor_core.models import tiny_model
 from editor_core.recipes import load_recipe, recipe_names
 from editor_core.train import TrainConfig, make_config, train
