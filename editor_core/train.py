@@ -24,12 +24,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
+from .data import TASKS, default_data_dir, load_task_split
 from .dataclass_cli import layered, setting
 from .editors import MEND, build_editor
 from .hooks import SplitRunner
 from .losses import kl_div, row_nll
+from .models import load_model
+from .plots import plot_curves
 from .recipes import load_recipe
 from .records import EditRecord, Probe
 from .tokens import encode_pairs
@@ -108,8 +112,6 @@ class TrainConfig:
     extra: dict = setting(help="free-form notes kept in the training card", factory=dict)
 
     def __post_init__(self):
-        from .data import TASKS
-
         if self.kl_scope not in KL_SCOPES:
             raise ValueError(f"kl_scope must be one of {KL_SCOPES}, got {self.kl_scope!r}")
         if not self.raw_row_weight >= 0:  # NaN too
@@ -258,8 +260,6 @@ def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRec
 
 
 def training_pools(cfg: TrainConfig, split: str) -> dict[str, list[EditRecord]]:
-    from .data import load_task_split
-
     pools = {}
     for task in cfg.tasks:
         recs = load_task_split(task, split, cfg.data_dir)
@@ -380,8 +380,6 @@ class Checkpoint:
 
 
 def data_card(train: dict, val: dict, cfg: TrainConfig) -> dict:
-    from .data import default_data_dir
-
     return {
         "data_dir": str(cfg.data_dir or default_data_dir()),
         "train": {t: len(v) for t, v in train.items()},
@@ -392,9 +390,6 @@ def data_card(train: dict, val: dict, cfg: TrainConfig) -> dict:
 
 def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, show_progress: bool = True) -> dict:
     """Train (or resume) an editor; returns the training card."""
-    from .models import load_model
-    from .plots import plot_curves
-
     model, tok = model_and_tokenizer or load_model(cfg.model, dtype=cfg.dtype)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on a GPU too
     torch.backends.cudnn.allow_tf32 = False
@@ -435,8 +430,6 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
         return cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes
 
     window: list[dict] = []
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not show_progress)

@@ -18,6 +18,8 @@ import logging
 import time
 import uuid
 
+from editor_core import instructions
+
 from .errors import Problem, not_found
 from .generation import Generated, Sampling, encode_prompt, generate, max_positions
 from .queue import Job, QueueUnavailable
@@ -66,8 +68,6 @@ def _check_tasks(rt: Runtime, records: list[EditCreate]) -> None:
     """An instructed editor needs a task it has instructions for; say so now, not at compute time."""
     if not getattr(getattr(rt.components.editor, "config", None), "instruct", False):
         return
-    from editor_core import instructions
-
     known = set(instructions.tasks())
     for i, r in enumerate(records):
         if (r.task or DEFAULT_TASK) not in known:

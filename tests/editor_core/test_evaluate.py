@@ -1,4 +1,4 @@
-from editor_core.delta import state_sha256
+from editor_core.delta import base_weights, load_weights, materialize, state_sha256
 from editor_core.editors import MEND, MENDConfig
 from editor_core.editors.ftl import FTL, FTLConfig
 from editor_core.evaluate import NO_EDIT, evaluate_records
@@ -39,8 +39,6 @@ def test_ftl_lowers_target_nll_within_the_norm_ball(tiny):
     delta = ftl.compute_delta(model, tok, RECS[1:])
     for p in delta.params():
         assert delta.dense(p).abs().max() <= 1e-2 + 1e-7
-    from editor_core.delta import base_weights, load_weights, materialize
-
     base = base_weights(model, ftl.spec.edit_params)
     batch = encode_pairs(tok, [RECS[1].prompt], [RECS[1].target_new])
     nll = lambda: masked_nll(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels).item()  # noqa: E731
