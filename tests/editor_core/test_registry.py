@@ -67,3 +67,17 @@ def test_the_service_builds_its_untrained_editor_through_the_registry(tmp_path):
                         store_dir=tmp_path / "store", device="cpu")
     components = load_components(settings)
     assert components.trained is False and components.editor.config == get_editor(UNTRAINED).config_cls()
+
+
+@pytest.mark.parametrize("tag", registered())
+def test_every_registered_editor_keeps_the_contract(tag, tiny_llama):
+    """Built by tag with its config's defaults, an editor returns a Delta over its
+    spec's weights, of their shapes, and leaves the model exactly as it was."""
+    model, tok = tiny_llama
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    editor = build_editor(tag, model)
+    delta = editor.compute_delta(model, tok, [EditRecord(task="counterfact", prompt="The sky is", target_new="green")])
+    assert set(delta.factors) == set(editor.spec.edit_params)
+    for name, (left, right) in delta.factors.items():
+        assert (left @ right).shape == model.get_parameter(name).shape
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
