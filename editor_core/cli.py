@@ -139,7 +139,8 @@ def _public_card(path: Path) -> dict:
 
 @app.command()
 def evaluate(
-    editor: list[str] = typer.Option([str(DEFAULT_EDITOR)], help="editor checkpoint(s), 'ft-l' or 'none'; NAME=PATH to label"),
+    editor: list[str] = typer.Option([str(DEFAULT_EDITOR)],
+                                     help="editor checkpoint(s), 'none', 'untrained' or an editor tag ('ft-l'); NAME=PATH to label"),
     model: str = "smollm2-135m",
     tasks: str = "counterfact,wikirecent,convsent,zsre",
     records: Optional[Path] = typer.Option(None, help="evaluate this records file (any supported format) instead of the test splits"),
