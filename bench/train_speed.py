@@ -31,7 +31,8 @@ from editor_core.hooks import SplitRunner
 from editor_core.losses import masked_nll
 from editor_core.models import load_model
 from editor_core.tokens import encode_pairs
-from editor_core.train import NeighbourIndex, build_rows, edit_step, extra_probes, make_config
+from editor_core.train import NeighbourIndex, build_rows, edit_step, extra_probes
+from editor_core.train_config import make_config
 
 OUT = Path(__file__).parent / "results"
 

@@ -25,8 +25,8 @@ from .models import SMOLLM2, cache_dir, load_model, pull_smollm2
 from .recipes import load_recipe, recipe_names
 from .records import EditRecord
 from .report import load_method, run_evaluation
-from .train import TrainConfig, make_config
 from .train import train as run_training
+from .train_config import TrainConfig, make_config
 
 app = typer.Typer(help="Knowledge editing for LLMs: InstructEdit editors and an editing service.", no_args_is_help=True)
 models_app = typer.Typer(help="Built-in models.", no_args_is_help=True)
@@ -89,7 +89,7 @@ def train(
 ):
     """Train an editor: InstructEdit by default; --no-instruct for multi-task MEND, --tasks X for single-task.
 
-    Every other option is a field of editor_core.train.TrainConfig. With --recipe NAME the recipe's values replace the defaults,
+    Every other option is a field of editor_core.train_config.TrainConfig. With --recipe NAME the recipe's values replace the defaults,
     and the options given here replace the recipe's (`none` clears an optional one)."""
     if list_recipes:
         for name in recipe_names():

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from editor_core import cli
-from editor_core.train import TrainConfig
+from editor_core.train_config import TrainConfig
 from service.commands import app
 
 runner = CliRunner()

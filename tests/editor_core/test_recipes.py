@@ -9,7 +9,8 @@ import pytest
 import editor_core
 from editor_core.models import tiny_model
 from editor_core.recipes import load_recipe, recipe_names
-from editor_core.train import TrainConfig, make_config, train
+from editor_core.train import train
+from editor_core.train_config import TrainConfig, make_config
 
 
 def test_every_shipped_recipe_is_a_valid_config():
