@@ -19,7 +19,7 @@ re-measures every earlier edit after the last one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import metrics
 from .delta import base_weights, load_weights, materialize
@@ -126,8 +126,6 @@ def evaluate_records(
 def _with_instruction(raw: EditRecord, rec: EditRecord) -> EditRecord:
     """Hand the editor the raw record with the description that `rec` used, so
     that it instructs the edit exactly as the scored prompts are instructed."""
-    from dataclasses import replace
-
     return replace(raw, extra={**raw.extra, "instruction": rec.extra.get("instruction")})
 
 

@@ -34,6 +34,7 @@ from collections import Counter
 from typing import Iterator, Sequence
 
 import torch
+from transformers import GenerationConfig
 
 from editor_core.tokens import IGNORE, encode_pairs, encode_prompts, end_of_text_ids, join_answer
 
@@ -259,8 +260,6 @@ def locality(
 
 
 def _greedy_config(model, tokenizer, max_new_tokens: int):
-    from transformers import GenerationConfig
-
     base = getattr(model, "generation_config", None)
     cfg = copy.deepcopy(base) if base is not None else GenerationConfig()
     cfg.max_new_tokens = max_new_tokens
