@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
-# The shipped recipe (v4) trained on this 2-core CPU alone, editors side by side,
-# one thread each, under one wall-clock budget per editor: the same time for all,
-# validation included, so a faster step buys more steps. Phase 1 is recipe b of
-# the GPU sweep (KL on the locality answers, two same-relation hard negatives),
-# and keeps its best checkpoint by mean(rel, gen, loc) as the GPU runs did, since
-# it leaves spill-over to phase 2; phase 2 resumes from phase 1's best checkpoint
-# with the KL also on the token after each target and, for InstructEdit, the
-# plain-prompt row (the current `instructedit train` defaults). Results go to
+# The shipped recipe (v4) trained on a CPU alone, editors side by side, one
+# thread each, under one wall-clock budget per editor and phase (validation
+# included, so a faster step buys more steps): phase 1 is recipe cpu-p1, phase 2
+# is cpu-p2 from phase 1's best checkpoint (editor_core/recipes/). Runs go to
 # runs/cpu/; bench/summarize_sweep.py tabulates them.
 #   [RUNS="ie mend"] bench/cpu_budget.sh [PHASE1_MINUTES] [PHASE2_MINUTES]
 # RUNS names the editors (one process each, so at most one per core):
@@ -24,18 +20,17 @@ export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 P1_MIN=${1:-55}
 P2_MIN=${2:-28}
 RUNS=${RUNS:-ie mend}
-COMMON="--steps 20000 --val-every 400 --val-per-task 30 --patience 6 --c-edit 0.1 --c-loc 5.0 --raw-rephrase-prob 0.3 --hard-negatives 2 --fresh"
 IE_P1=0
 for name in $RUNS; do case "$name" in ie|ie-rw*) IE_P1=$((IE_P1 + 1)) ;; esac; done
 if [ "$IE_P1" -gt 1 ]; then echo "ie and ie-rwW share phase 1: run them in separate calls" >&2; exit 2; fi
 mkdir -p runs/cpu
-phase() {  # phase NAME FLAGS...
+phase() {  # phase NAME OPTIONS...
   local name=$1; shift
   if [ -f "runs/cpu/$name/best.safetensors" ] && grep -q "^done" "runs/cpu/$name/train.log" 2>/dev/null; then
     echo "runs/cpu/$name is done; not run again"; return
   fi
   mkdir -p "runs/cpu/$name"
-  instructedit train --out "runs/cpu/$name" "$@" $COMMON > "runs/cpu/$name/train.log" 2>&1
+  instructedit train --out "runs/cpu/$name" --fresh "$@" > "runs/cpu/$name/train.log" 2>&1
 }
 run_editor() {  # run_editor NAME
   local name=$1 base flags p2=()
@@ -46,8 +41,8 @@ run_editor() {  # run_editor NAME
     ie-rw*) base=ie; flags="--instruct"; p2=(--raw-row-weight "${name#ie-rw}") ;;
     *) echo "unknown run $name" >&2; return 2 ;;
   esac
-  phase "$base-p1" $flags --kl-scope answer --no-raw-prompt-row --select-on rel,gen,loc --max-minutes "$P1_MIN"
-  phase "$name-p2" $flags --kl-scope after --init-from "runs/cpu/$base-p1/best.safetensors" --max-minutes "$P2_MIN" "${p2[@]}"
+  phase "$base-p1" --recipe cpu-p1 $flags --max-minutes "$P1_MIN"
+  phase "$name-p2" --recipe cpu-p2 $flags --init-from "runs/cpu/$base-p1/best.safetensors" --max-minutes "$P2_MIN" "${p2[@]}"
 }
 for name in $RUNS; do run_editor "$name" & done
 wait

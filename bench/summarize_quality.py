@@ -36,7 +36,8 @@ def main(path: Path) -> str:
         vals = [get.get((m, t), {}).get("reliability") for t in TASKS]
         present = [v for v in vals if v is not None]
         means[m] = sum(present) / len(present) if len(present) == len(TASKS) else None
-        lines.append(f"| {m} | " + " | ".join("" if v is None else f"{v:.1f}" for v in vals) + f" | {'' if means[m] is None else f'{means[m]:.1f}'} |")
+        mean = "" if means[m] is None else f"{means[m]:.1f}"
+        lines.append(f"| {m} | " + " | ".join("" if v is None else f"{v:.1f}" for v in vals) + f" | {mean} |")
     out = ["## Reliability per task (single edits)", "", *lines, ""]
     # Each InstructEdit variant against the multi-task MEND trained with the same
     # recipe and budget: instructedit / mend-multitask, instructedit-v3 / mend-multitask-v3, ...

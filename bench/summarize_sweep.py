@@ -1,18 +1,20 @@
-"""The recipe sweep and the second training phase, as read from their training
-cards: steps, wall time and the best validation scores of every run (validation
-splits only; the test splits play no part in the choice).
+"""Training runs side by side, as read from their training cards: steps, wall
+time and the best validation scores of every run (validation splits only; the
+test splits play no part in the choice of a recipe or an editor).
 
-    python bench/summarize_sweep.py runs/gpu/summary.json runs/ie-b2 runs/mend-b2 ...
-    python bench/summarize_sweep.py bench/results/recipe_sweep.json runs/cpu/*   # add runs to the table
-    python bench/summarize_sweep.py bench/results/recipe_sweep.json cpu5/ie-p1=runs/cpu/ie-p1   # under another name
+    python bench/summarize_sweep.py runs/sweep/ie-a runs/sweep/mend-a ...      # add runs (named by their folder)
+    python bench/summarize_sweep.py cpu5/ie-p1=runs/cpu/ie-p1                   # under another name
+    python bench/summarize_sweep.py --fresh runs/sweep/*                        # a table of these runs only
 
-Writes bench/results/recipe_sweep.{json,md}.
+Runs already in OUT stay (a run of the same name is replaced). Writes OUT
+(bench/results/recipe_sweep.json) and its .md, and prints the InstructEdit run
+with the best validation score.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from editor_core.train import selection_score
@@ -48,21 +50,28 @@ def describe(c: dict) -> str:
 
 
 def main() -> None:
-    sweep_path, *phase2 = sys.argv[1:]
-    runs = {k: v for k, v in json.loads(Path(sweep_path).read_text()).items() if not k.startswith("_")}
-    for arg in phase2:  # runs/ie-b2 -> "ie-b2"; runs/cpu/ie-p1 -> "cpu/ie-p1"; NAME=DIR -> NAME
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", help="run folders (with card.json), or NAME=FOLDER")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--fresh", action="store_true", help="leave out the runs already in OUT")
+    args = ap.parse_args()
+    runs = {} if args.fresh or not args.out.exists() else json.loads(args.out.read_text())
+    runs = {k: v for k, v in runs.items() if not k.startswith("_")}
+    for arg in args.runs:
         name, _, d = arg.rpartition("=")
-        d = Path(d)
-        runs[name or (d.name if d.parent.name == "runs" else f"{d.parent.name}/{d.name}")] = from_card(d)
-    OUT.write_text(json.dumps(runs, indent=1))
-    lines = ["| run | editor | recipe | steps | wall | best val step | Rel | Gen | Loc | after | raw | score |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        runs[name or Path(d).name] = from_card(Path(d))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(runs, indent=1))
+    lines = ["| run | editor | recipe | steps | wall | best val step | Rel | Gen | Loc | after | raw | score |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         c, b = r["config"], r["best"] or {}
         recipe = describe(c)
         # Cards written before the score counted spill-over have another score: recompute it by today's rule.
         best = [b.get(k) for k in KEYS] + [selection_score(b) if b else None]
         cells = " | ".join("" if v is None or v != v else f"{v:.1f}" for v in best)
-        lines.append(f"| {name} | {'InstructEdit' if c['instruct'] else 'MEND'} | {recipe} | {r['step']} | {r['wall_seconds'] / 60:.1f} min | "
+        editor = "InstructEdit" if c["instruct"] else "MEND"
+        lines.append(f"| {name} | {editor} | {recipe} | {r['step']} | {r['wall_seconds'] / 60:.1f} min | "
                      f"{b.get('step', '')} | {cells} |")
     note = ("Validation splits, 30 records per trained task. `score` is today's selection score, mean(rel, gen, loc, after, raw), "
             "recomputed from each run's best checkpoint; the GPU runs (ie-a..mend-c, ie-b, mend-b) and the CPU-only first phases "
@@ -70,8 +79,11 @@ def main() -> None:
             "cpu/* is `bench/cpu_budget.sh`: the v4 recipe on this 2-core CPU alone, one thread per editor, side by side. "
             "cpu5/* is the same script in the fifth session (`RUNS=\"ie-rw0.3 mend-single\"`), on a machine about 1.4x faster "
             "per step than the fourth session's; single-task runs validate on CounterFact alone.\n\n")
-    OUT.with_suffix(".md").write_text(note + "\n".join(lines) + "\n")
+    args.out.with_suffix(".md").write_text(note + "\n".join(lines) + "\n")
     print("\n".join(lines))
+    scored = {n: selection_score(r["best"]) for n, r in runs.items() if r["config"]["instruct"] and r["best"]}
+    if scored:
+        print(f"best InstructEdit run on validation: {max(scored, key=scored.get)}")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ locality prompt), then a backward pass that takes gradients of the edited
 weights only. Steps alternate with baseline passes so that both see the same
 machine load.
 
-    python bench/train_speed.py [--model smollm2-135m] [--steps 30] [--rank 512] \
-        [--kl-scope after] [--hard-negatives 2]
+    python bench/train_speed.py [--model smollm2-135m] [--steps 30] [--recipe NAME] \
+        [--rank R] [--kl-scope S] [--hard-negatives N]
 
-The recipe options are the training's; the default is the shipped editor's.
+The training recipe is a named one (editor_core/recipes/) or, by default,
+TrainConfig's defaults (the shipped editor's); the options override it.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from pathlib import Path
 import torch
 
 from editor_core.data import load_task_split
-from editor_core.editors import MEND, MENDConfig
-from editor_core.editors.ftl import FTL
-from editor_core.hooks import SplitRunner, masked_nll
+from editor_core.editors import build_editor
+from editor_core.hooks import SplitRunner
+from editor_core.losses import masked_nll
 from editor_core.models import load_model
-from editor_core.train import NeighbourIndex, TrainConfig, build_rows, edit_step, extra_probes
 from editor_core.tokens import encode_pairs
+from editor_core.train import NeighbourIndex, build_rows, edit_step, extra_probes
+from editor_core.train_config import make_config
 
 OUT = Path(__file__).parent / "results"
 
@@ -52,16 +54,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--rank", type=int, default=512)
     ap.add_argument("--edits", type=int, default=20)
-    ap.add_argument("--kl-scope", default=TrainConfig.kl_scope)
-    ap.add_argument("--hard-negatives", type=int, default=TrainConfig.hard_negatives)
+    ap.add_argument("--recipe", help="a named training recipe (default: TrainConfig's defaults)")
+    ap.add_argument("--rank", type=int)
+    ap.add_argument("--kl-scope")
+    ap.add_argument("--hard-negatives", type=int)
     ap.add_argument("--out", type=Path, default=OUT, help="folder for train_speed.{json,md}")
     args = ap.parse_args()
     torch.manual_seed(0)
     model, tok = load_model(args.model)
-    cfg = TrainConfig(rank=args.rank, kl_scope=args.kl_scope, hard_negatives=args.hard_negatives)
-    editor = MEND.for_model(model, MENDConfig(rank=args.rank)).train()
+    given = {"rank": args.rank, "kl_scope": args.kl_scope, "hard_negatives": args.hard_negatives}
+    cfg = make_config(args.recipe, **{k: v for k, v in given.items() if v is not None})
+    editor = build_editor("mend", model, rank=cfg.rank).train()
     opt = torch.optim.Adam(editor.parameters(), lr=1e-5)
     runner = SplitRunner(model, editor.spec)
     params = [model.get_parameter(p) for p in editor.spec.edit_params]
@@ -95,7 +99,7 @@ def main() -> None:
         edit_t.append(time.perf_counter() - t)
         rec = editor.instructed(r)
         edit_base.append(fwd_bwd(model, encode_pairs(tok, [rec.prompt], [rec.target_new]), params))
-    ftl = FTL.for_model(model)
+    ftl = build_editor("ft-l", model)
     ftl_t = []
     for r in pool[: max(3, args.edits // 4)]:
         t = time.perf_counter()
@@ -104,7 +108,7 @@ def main() -> None:
     med = statistics.median
     res = {
         "model": args.model,
-        "rank": args.rank,
+        "rank": cfg.rank,
         "recipe": {"kl_scope": cfg.kl_scope, "hard_negatives": cfg.hard_negatives, "raw_prompt_row": cfg.raw_prompt_row},
         "hypernetwork_parameters": sum(p.numel() for p in editor.parameters()),
         "threads": torch.get_num_threads(),
@@ -122,9 +126,11 @@ def main() -> None:
     (args.out / "train_speed.json").write_text(json.dumps(res, indent=1))
     md = (
         "| measure | ours | ratio to fwd+bwd (same run) | reference (EasyEdit) |\n|---|---|---|---|\n"
-        f"| training step (rank {args.rank}) | {res['step_seconds_median']:.3f} s | {res['step_ratio_to_fwd_bwd']:.2f}x | 1.20 s, 9x (rank 1920) |\n"
+        f"| training step (rank {cfg.rank}) | {res['step_seconds_median']:.3f} s | {res['step_ratio_to_fwd_bwd']:.2f}x "
+        "| 1.20 s, 9x (rank 1920) |\n"
         f"| plain fwd+bwd, same rows | {res['fwd_bwd_seconds_median']:.3f} s | 1x | |\n"
-        f"| one edit, trained-editor path | {res['edit_seconds_median']:.3f} s | {res['edit_ratio_to_fwd_bwd']:.2f}x | 0.31-0.45 s, 2.4-3.4x |\n"
+        f"| one edit, trained-editor path | {res['edit_seconds_median']:.3f} s | {res['edit_ratio_to_fwd_bwd']:.2f}x "
+        "| 0.31-0.45 s, 2.4-3.4x |\n"
         f"| FT-L edit | {res['ftl_edit_seconds_median']:.3f} s | | 3.48 s |\n"
     )
     (args.out / "train_speed.md").write_text(md)

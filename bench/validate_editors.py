@@ -66,7 +66,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "per_task": args.per_task, "rows": rows}, indent=1))
     lines = ["| editor | n | Rel | Gen | Loc | after | raw | score |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['editor']} | {r['n']} | {r['rel']} | {r['gen']} | {r['loc']} | {r['after']} | {r['raw']} | **{r['score']}** |" for r in rows]
+    lines += [f"| {r['editor']} | {r['n']} | {r['rel']} | {r['gen']} | {r['loc']} | {r['after']} | {r['raw']} | **{r['score']}** |"
+              for r in rows]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

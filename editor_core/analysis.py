@@ -13,15 +13,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import torch
+
+from .data import load_task_split
+from .editors import load_editor
+from .hooks import SplitRunner
+from .models import load_model
+from .report import parse_editor
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 (after choosing the backend)
 
 TASK_COLORS = {"counterfact": "tab:blue", "wikirecent": "tab:orange", "convsent": "tab:green", "zsre": "tab:red"}
 
 
 @torch.no_grad()
 def edit_directions(editor, model, tok, records, param: str | None = None) -> torch.Tensor:
-    from .hooks import SplitRunner
-
     param = param or editor.spec.edit_params[-1]
     runner = SplitRunner(model, editor.spec)
     out = []
@@ -47,17 +55,8 @@ def separation(points: torch.Tensor, labels: list[str]) -> float:
     return between / max(within, 1e-12)
 
 
-def gradient_pca(*, editors: list[str], model: str, n: int, out: Path, data_dir=None, tasks=("counterfact", "wikirecent", "convsent", "zsre")) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .data import load_task_split
-    from .editors import load_editor
-    from .models import load_model
-    from .report import parse_editor
-
+def gradient_pca(*, editors: list[str], model: str, n: int, out: Path, data_dir=None,
+                 tasks=("counterfact", "wikirecent", "convsent", "zsre")) -> dict:
     m, tok = load_model(model)
     records = [r for t in tasks for r in load_task_split(t, "test", data_dir)[:n]]
     labels = [r.task for r in records]

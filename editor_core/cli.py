@@ -11,9 +11,22 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from .analysis import gradient_pca
+from .dataclass_cli import given, options, with_signature
+from .delta import base_weights, load_weights, materialize
+from .editors import load_editor
+from .metrics import generate_greedy
+from .models import SMOLLM2, cache_dir, load_model, pull_smollm2
+from .recipes import load_recipe, recipe_names
+from .records import EditRecord
+from .report import load_method, run_evaluation
+from .train import train as run_training
+from .train_config import TrainConfig, make_config
 
 app = typer.Typer(help="Knowledge editing for LLMs: InstructEdit editors and an editing service.", no_args_is_help=True)
 models_app = typer.Typer(help="Built-in models.", no_args_is_help=True)
@@ -26,8 +39,6 @@ DEFAULT_EDITOR = Path(__file__).parent / "artifacts" / "smollm2-135m" / "instruc
 @models_app.command("pull")
 def models_pull(name: str = typer.Argument("smollm2-135m"), force: bool = typer.Option(False, help="convert again")):
     """Make a built-in model available offline (converted once into the cache)."""
-    from .models import SMOLLM2, cache_dir, pull_smollm2
-
     if name != SMOLLM2:
         raise typer.BadParameter(f"built-in models: {SMOLLM2} (others load by Hugging Face id or path directly)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -36,7 +47,7 @@ def models_pull(name: str = typer.Argument("smollm2-135m"), force: bool = typer.
             path = pull_smollm2(force=force)
         except RuntimeError as e:
             console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
     console.print(f"{name} ready at {path} (cache: {cache_dir()}; set INSTRUCTEDIT_CACHE to move it)")
 
 
@@ -45,21 +56,15 @@ def edit(
     prompt: str = typer.Option(..., help="the prompt whose answer should change"),
     target: str = typer.Option(..., help="the new answer"),
     model: str = typer.Option("smollm2-135m", help="HF id, local path or built-in name"),
-    editor: str = typer.Option(str(DEFAULT_EDITOR), help="editor checkpoint (.safetensors), 'untrained' or 'ft-l'"),
+    editor: str = typer.Option(str(DEFAULT_EDITOR),
+                               help="editor checkpoint (.safetensors), 'untrained', or a registered editor tag (a new one: 'ft-l')"),
     task: str = typer.Option("counterfact", help="instruction task for an instructed editor"),
     check: list[str] = typer.Option([], help="extra prompts to generate from before and after"),
     max_new_tokens: int = 12,
     save_delta: Optional[Path] = typer.Option(None, help="write the delta here (safetensors)"),
 ):
     """Edit the model once and show generations before and after."""
-    from .delta import base_weights, load_weights, materialize
-    from .metrics import generate_greedy
-    from .models import load_model
-    from .records import EditRecord
-
     m, tok = load_model(model)
-    from .report import load_method
-
     ed = load_method(editor, m)
     prompts = [prompt, *check]
     before = generate_greedy(m, tok, prompts, max_new_tokens=max_new_tokens)
@@ -76,47 +81,28 @@ def edit(
 
 
 @app.command()
+@with_signature(options(TrainConfig))
 def train(
-    out: Path = typer.Option(Path("runs/instructedit"), help="checkpoint directory (resumed if it holds one)"),
-    model: str = "smollm2-135m",
-    tasks: str = typer.Option("counterfact,wikirecent,convsent", help="comma-separated training tasks"),
-    instruct: bool = typer.Option(True, "--instruct/--no-instruct", help="InstructEdit, or plain MEND"),
-    rank: int = 512,
-    steps: int = 3000,
-    batch_size: int = 1,
-    lr: float = 1e-4,
-    lr_step: float = 1e-5,
-    step_init: float = -1e-4,
-    c_edit: float = 0.1,
-    c_loc: float = 5.0,
-    kl_scope: str = typer.Option("after", help="KL on locality answers only ('answer', the reference), every unrelated position ('all'), both terms ('both'), or the answers plus the token after each target ('after')"),
-    cross_locality: bool = typer.Option(False, help="add a locality probe from another training task to every edit"),
-    hard_negatives: int = typer.Option(2, help="extra locality rows per edit: same-template prompts of other training records (the same relation, another subject)"),
-    dtype: str = typer.Option("float32", help="the model's dtype while training"),
-    init_from: Optional[Path] = typer.Option(None, help="start from this saved editor's weights (a second phase with another recipe)"),
-    raw_prompt_row: bool = typer.Option(True, help="instructed editors: also score the target after the plain edit prompt"),
-    raw_row_weight: float = typer.Option(1.0, help="weight of that plain-prompt row in the edit loss (the other target rows weigh 1)"),
-    raw_rephrase_prob: float = typer.Option(0.3, help="chance that a rephrase row drops its instruction"),
-    sampling: str = typer.Option("balanced", help="balanced (per task) or uniform (per record)"),
-    select_on: Optional[str] = typer.Option(None, help="validation statistics whose mean picks the best checkpoint and drives early stopping, e.g. rel,gen,loc (default: rel,gen,loc,after,raw)"),
-    seed: int = 0,
-    data_dir: Optional[Path] = typer.Option(None, help="data directory (default: $INSTRUCTEDIT_DATA_DIR or ../shared/data)"),
-    val_every: int = 200,
-    val_per_task: int = 30,
-    patience: int = 5,
-    max_minutes: Optional[float] = typer.Option(None, help="wall-clock budget, across resumes"),
-    fresh: bool = typer.Option(False, help="start over even if OUT holds a checkpoint"),
+    fresh: bool = typer.Option(False, "--fresh", help="start over even if OUT holds a checkpoint"),
+    list_recipes: bool = typer.Option(False, "--list-recipes", help="list the shipped recipes and exit"),
+    **values,
 ):
-    """Train an editor: InstructEdit by default; --no-instruct for multi-task MEND, --tasks X for single-task."""
-    from .train import SELECT_ON, TrainConfig, train as run
+    """Train an editor: InstructEdit by default; --no-instruct for multi-task MEND, --tasks X for single-task.
 
-    cfg = TrainConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), instruct=instruct, rank=rank,
-                      steps=steps, batch_size=batch_size, lr=lr, lr_step=lr_step, step_init=step_init, c_edit=c_edit,
-                      c_loc=c_loc, kl_scope=kl_scope, cross_locality=cross_locality, hard_negatives=hard_negatives, dtype=dtype, init_from=str(init_from) if init_from else None, raw_prompt_row=raw_prompt_row, raw_row_weight=raw_row_weight, raw_rephrase_prob=raw_rephrase_prob, sampling=sampling, select_on=tuple(k.strip() for k in select_on.split(",") if k.strip()) if select_on else SELECT_ON, seed=seed, data_dir=str(data_dir) if data_dir else None, out=str(out),
-                      val_every=val_every, val_per_task=val_per_task, patience=patience, max_minutes=max_minutes)
-    card = run(cfg, resume=not fresh)
+    Every other option is a field of editor_core.train_config.TrainConfig. With --recipe NAME the recipe's values replace the defaults,
+    and the options given here replace the recipe's (`none` clears an optional one)."""
+    if list_recipes:
+        for name in recipe_names():
+            console.print(f"[bold]{name}[/bold]: {load_recipe(name).description}")
+        return
+    chosen = given(values)
+    try:
+        cfg = make_config(chosen.pop("recipe", None), **chosen)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    card = run_training(cfg, resume=not fresh)
     console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "
-                  f"{card.get('stopped') or 'all steps run'}. Checkpoints in {out}")
+                  f"{card.get('stopped') or 'all steps run'}. Checkpoints in {cfg.out}")
 
 
 @app.command()
@@ -127,11 +113,6 @@ def export(
     dtype: str = typer.Option("float16", help="dtype of the hypernetwork weights: float16, bfloat16 or float32"),
 ):
     """Write a trained editor for shipping (smaller dtype), with its training card beside it."""
-    import torch
-
-    from .editors import load_editor
-    from .models import load_model
-
     if dtype not in ("float16", "bfloat16", "float32"):
         raise typer.BadParameter("dtype must be float16, bfloat16 or float32")
     m, _ = load_model(model, device="cpu", dtype="float32")
@@ -158,7 +139,8 @@ def _public_card(path: Path) -> dict:
 
 @app.command()
 def evaluate(
-    editor: list[str] = typer.Option([str(DEFAULT_EDITOR)], help="editor checkpoint(s), 'ft-l' or 'none'; NAME=PATH to label"),
+    editor: list[str] = typer.Option([str(DEFAULT_EDITOR)],
+                                     help="editor checkpoint(s), 'none', 'untrained' or an editor tag ('ft-l'); NAME=PATH to label"),
     model: str = "smollm2-135m",
     tasks: str = "counterfact,wikirecent,convsent,zsre",
     records: Optional[Path] = typer.Option(None, help="evaluate this records file (any supported format) instead of the test splits"),
@@ -170,8 +152,6 @@ def evaluate(
     append: bool = typer.Option(False, help="keep the rows of other methods already in OUT"),
 ):
     """Edit each test record alone and report the field's metrics per task."""
-    from .report import run_evaluation
-
     rows = run_evaluation(editors=editor, model=model, tasks=[t for t in tasks.split(",") if t], records_file=records, n=n,
                           unseen_instruction=unseen_instruction, sequential=sequential, out=out, data_dir=data_dir, console=console,
                           append=append)
@@ -187,8 +167,6 @@ def analyze(
     data_dir: Optional[Path] = None,
 ):
     """PCA of the editing-gradient directions (transformed u and δ), coloured by task."""
-    from .analysis import gradient_pca
-
     stats = gradient_pca(editors=editor, model=model, n=n, out=out, data_dir=data_dir)
     console.print(json.dumps(stats, indent=1))
     console.print(f"wrote {out}")

@@ -75,7 +75,8 @@ class Delta:
         for key, t in tensors.items():
             name, side = key.rsplit("::", 1)
             factors.setdefault(name, [None, None])[0 if side == "left" else 1] = t
-        delta = cls({n: (l, r) for n, (l, r) in factors.items()}, {k: v for k, v in meta.items() if k not in ("format", "format_version", "sha256", "shapes")})
+        delta = cls({n: (l, r) for n, (l, r) in factors.items()},
+                    {k: v for k, v in meta.items() if k not in ("format", "format_version", "sha256", "shapes")})
         if verify and "sha256" in meta and delta.sha256() != meta["sha256"]:
             raise ValueError(f"{path}: content sha256 does not match its metadata (file corrupted?)")
         return delta

@@ -19,8 +19,7 @@ re-measures every earlier edit after the last one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-
+from dataclasses import dataclass, field, replace
 
 from . import metrics
 from .delta import base_weights, load_weights, materialize
@@ -60,12 +59,14 @@ def score_record(model, tok, rec: EditRecord, raw: EditRecord, pre_loc, fluency_
     """Metrics of one (instructed) record on the model as it is now."""
     out = {"reliability": metrics.teacher_forced_accuracy(model, tok, [rec.prompt], [rec.target_new])[0]}
     if rec.rephrase_prompts:
-        out["generalization"] = _mean(metrics.teacher_forced_accuracy(model, tok, list(rec.rephrase_prompts), [rec.target_new] * len(rec.rephrase_prompts)))
+        out["generalization"] = _mean(metrics.teacher_forced_accuracy(model, tok, list(rec.rephrase_prompts),
+                                                                      [rec.target_new] * len(rec.rephrase_prompts)))
     if rec.locality:
         post = metrics.answer_argmax(model, tok, [p.prompt for p in rec.locality], [p.answer for p in rec.locality])
         out["locality"] = _mean(metrics.agreement(pre_loc, post))
     if rec.portability:
-        out["portability"] = _mean(metrics.teacher_forced_accuracy(model, tok, [p.prompt for p in rec.portability], [p.answer for p in rec.portability]))
+        out["portability"] = _mean(metrics.teacher_forced_accuracy(model, tok, [p.prompt for p in rec.portability],
+                                                                   [p.answer for p in rec.portability]))
     out["exact_match"] = metrics.generation_exact_match(model, tok, [raw.prompt], [raw.target_new])[0]
     if fluency_tokens:
         out["fluency"] = metrics.fluency(model, tok, [raw.prompt], max_new_tokens=fluency_tokens)[0]
@@ -125,8 +126,6 @@ def evaluate_records(
 def _with_instruction(raw: EditRecord, rec: EditRecord) -> EditRecord:
     """Hand the editor the raw record with the description that `rec` used, so
     that it instructs the edit exactly as the scored prompts are instructed."""
-    from dataclasses import replace
-
     return replace(raw, extra={**raw.extra, "instruction": rec.extra.get("instruction")})
 
 

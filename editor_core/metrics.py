@@ -34,8 +34,9 @@ from collections import Counter
 from typing import Iterator, Sequence
 
 import torch
+from transformers import GenerationConfig
 
-from editor_core.tokens import IGNORE, encode_pairs, encode_prompts, join_answer
+from editor_core.tokens import IGNORE, encode_pairs, encode_prompts, end_of_text_ids, join_answer
 
 __all__ = [
     "token_accuracy_from_logits",
@@ -262,18 +263,7 @@ def locality(
     return agreement(pre_argmax, answer_argmax(model, tokenizer, prompts, answers, batch_size=batch_size))
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
-
-
 def _greedy_config(model, tokenizer, max_new_tokens: int):
-    from transformers import GenerationConfig
-
     base = getattr(model, "generation_config", None)
     cfg = copy.deepcopy(base) if base is not None else GenerationConfig()
     cfg.max_new_tokens = max_new_tokens
@@ -303,7 +293,7 @@ def _generate_ids(
     so generating a batch up to its largest budget and truncating each row is
     the same as generating each row with its own budget."""
     device = _device(model)
-    eos = _eos_ids(model, tokenizer)
+    eos = end_of_text_ids(model, tokenizer)
     out: list[list[int]] = []
     for sl in _chunks(len(prompts), batch_size):
         budgets = list(max_new_tokens[sl])

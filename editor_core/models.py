@@ -10,11 +10,22 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +56,14 @@ FAMILIES: dict[str, FamilySpec] = {
     "gpt2": FamilySpec("transformer.h", "transformer.ln_f", "lm_head", ("mlp.c_fc", "mlp.c_proj"), transposed=True),
 }
 # Families that share Llama's module names.
-for _alias in ("mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "olmo", "olmo2", "smollm3", "granite"):
+for _alias in ("mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "smollm3", "granite"):
     FAMILIES[_alias] = FAMILIES["llama"]
+# Families whose MLP is laid out otherwise, with why no spec fits them yet.
+UNSUPPORTED_FAMILIES = {
+    "phi3": "its MLP fuses the gate and up projections into one gate_up_proj weight (and has no gate_proj/up_proj), "
+            "so Llama's layer names do not apply; pass edit_params= with its mlp.gate_up_proj/mlp.down_proj weights "
+            "and family='llama' only if you accept editing the fused matrix as one",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,8 @@ class ModelSpec:
         """The default spec for a model: its family's MLP weights in the last
         `n_last_layers` blocks. `edit_params` overrides the choice."""
         family = family or model.config.model_type
+        if family in UNSUPPORTED_FAMILIES:
+            raise ValueError(f"no edit spec for model family {family!r}: {UNSUPPORTED_FAMILIES[family]}")
         if family not in FAMILIES:
             raise ValueError(
                 f"no edit spec for model family {family!r}; known: {sorted(FAMILIES)}. "
@@ -155,8 +174,6 @@ def pull_smollm2(target: Path | None = None, *, force: bool = False, gguf: Path 
     target = target or cache_dir() / "models" / SMOLLM2
     if (target / "config.json").exists() and not force:
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = Path(gguf) if gguf else smollm2_gguf()
     log.info("converting %s into %s (once)", gguf.name, target)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -171,8 +188,6 @@ def pull_smollm2(target: Path | None = None, *, force: bool = False, gguf: Path 
     tok.save_pretrained(tmp)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
-        import shutil
-
         shutil.rmtree(target)
     tmp.rename(target)
     return target
@@ -207,8 +222,6 @@ def load_model(
         model, tok = tiny_model(name.split("-", 1)[1], seed=seed)
         model.to(device=device, dtype=dtype)
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = resolve_model_path(name)
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
@@ -227,9 +240,6 @@ def load_model(
 def byte_tokenizer():
     """An offline byte-level BPE tokenizer with no merges (256 byte tokens plus
     specials): enough for tests on random models, no download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
     for special in ("<pad>", "<bos>", "<eos>"):
@@ -242,8 +252,6 @@ def byte_tokenizer():
 
 def tiny_model(family: str = "llama", *, seed: int = 0, n_layers: int = 4, hidden: int = 32):
     """A seeded random causal LM of the given family with the byte tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
     tok = byte_tokenizer()
     torch.manual_seed(seed)
     common = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)

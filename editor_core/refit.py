@@ -27,7 +27,8 @@ import torch
 
 from .chat import chat_prompt, end_of_turn
 from .delta import Delta
-from .hooks import SplitRunner, row_nll
+from .hooks import SplitRunner
+from .losses import row_nll
 from .models import ModelSpec
 from .tokens import encode_pairs
 

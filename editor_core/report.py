@@ -7,33 +7,35 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from .data import load_file, load_task_split
+from .editors import build_editor, load_editor, registered, untrained_editor
 from .evaluate import NO_EDIT, Row, evaluate_records
+from .models import load_model
+from .plots import bar_chart
 
 TRAINED_TASKS = ("counterfact", "wikirecent", "convsent")
 COLUMNS = ("reliability", "generalization", "locality", "portability", "fluency", "exact_match")
 
 
 def parse_editor(spec: str) -> tuple[str, str]:
-    """'NAME=PATH' | 'ft-l' | 'none' | PATH -> (method name, what to load)."""
+    """'NAME=PATH' | 'none' | 'untrained' | a registered tag ('ft-l') | PATH -> (method name, what to load)."""
     if "=" in spec:
         name, what = spec.split("=", 1)
         return name, what
-    if spec in ("ft-l", "none"):
+    if spec in ("none", "untrained", *registered()):
         return spec, spec
     return Path(spec).stem, spec
 
 
 def load_method(what: str, model):
-    """'none' (no edit), 'ft-l', 'untrained' (MEND at initialization), or a saved editor file."""
-    from .editors import MEND, MENDConfig, load_editor
-    from .editors.ftl import FTL
-
+    """'none' (no edit), 'untrained' (`editors.untrained_editor`), a registered
+    editor tag ('ft-l': a new one with its config's defaults), or a saved editor file."""
     if what == "none":
         return NO_EDIT
-    if what == "ft-l":
-        return FTL.for_model(model)
     if what == "untrained":
-        return MEND.for_model(model, MENDConfig(instruct=False)).eval()
+        return untrained_editor(model)
+    if what in registered():
+        return build_editor(what, model)
     return load_editor(what, model)
 
 
@@ -44,9 +46,6 @@ def setting_of(task: str, editor) -> str:
 
 def run_evaluation(*, editors, model, tasks, records_file=None, n=50, unseen_instruction=True, sequential=False,
                    out: Path, data_dir=None, console=None, append: bool = False) -> list[Row]:
-    from .data import load_file, load_task_split
-    from .models import load_model
-
     m, tok = load_model(model)
     if records_file:
         recs = load_file(records_file)[:n]
@@ -70,7 +69,7 @@ def run_evaluation(*, editors, model, tasks, records_file=None, n=50, unseen_ins
         instructed = bool(getattr(getattr(editor, "config", None), "instruct", False))
         for task, recs in sets.items():
             variants = [("held", False)] + ([("unseen", True)] if instructed and unseen_instruction else [])
-            for variant, held_out in variants:
+            for _variant, held_out in variants:
                 summary, _ = evaluate_records(m, tok, editor, recs, held_out=held_out, sequential=sequential)
                 setting = "unseen-instruction" if held_out else setting_of(task, editor)
                 row = Row(method=name, task=task, setting=setting, n=len(recs),
@@ -124,38 +123,7 @@ def markdown_table(rows: list[Row]) -> str:
     head = "| method | task | setting | n | Rel | Gen | Loc | Port | Flu | EM | s/edit |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     fmt = lambda x: "" if x is None else f"{x:g}"  # noqa: E731
     return head + "".join(
-        f"| {r.method} | {r.task} | {r.setting} | {r.n} | " + " | ".join(fmt(getattr(r, k)) for k in COLUMNS) + f" | {fmt(r.seconds_per_edit)} |\n"
+        f"| {r.method} | {r.task} | {r.setting} | {r.n} | " + " | ".join(fmt(getattr(r, k)) for k in COLUMNS)
+        + f" | {fmt(r.seconds_per_edit)} |\n"
         for r in rows
     )
-
-
-def bar_chart(rows: list[Row], path: Path) -> None:
-    """Bars per task (x) and method (colour), one panel per metric. The rows of
-    the held-back instruction stay in the table: each method has one bar per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    main = [r for r in rows if r.setting != "unseen-instruction"] or rows
-    tasks = list(dict.fromkeys(r.task for r in main))
-    methods = list(dict.fromkeys(r.method for r in main))
-    metrics_ = [m for m in ("reliability", "generalization", "locality", "portability") if any(getattr(r, m) is not None for r in main)]
-    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
-    fig, axes = plt.subplots(1, len(metrics_), figsize=(3.4 * len(metrics_), 3.6), sharey=True, squeeze=False)
-    width = 0.84 / max(len(methods), 1)
-    for ax, metric in zip(axes[0], metrics_):
-        for j, method in enumerate(methods):
-            value = {r.task: getattr(r, metric) for r in main if r.method == method}
-            xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(tasks))]
-            ax.bar(xs, [value.get(t) or 0 for t in tasks], width, color=colours(j % colours.N), label=method)
-        ax.set_xticks(range(len(tasks)))
-        ax.set_xticklabels(tasks, fontsize=8)
-        ax.set_title(metric, fontsize=10)
-        ax.set_ylim(0, 100)
-        ax.grid(axis="y", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)

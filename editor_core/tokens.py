@@ -77,3 +77,16 @@ def encode_prompts(tokenizer, prompts: list[str], max_length: int = 256) -> tupl
         ids[i, width - len(e) :] = torch.tensor(e)
         mask[i, width - len(e) :] = 1
     return ids, mask
+
+
+def end_of_text_ids(model, tokenizer) -> set[int]:
+    """The token ids that end a generation: the tokenizer's EOS and every EOS of
+    the model's generation config (chat models often list several). Greedy
+    metrics and the service's sampling both stop at these."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is not None:
+        ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    return ids

@@ -20,105 +20,24 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
-from .editors.mend import MEND, MENDConfig
-from .hooks import SplitRunner, kl_div, row_nll
+from .data import default_data_dir, load_task_split
+from .editors import MEND, build_editor
+from .hooks import SplitRunner
+from .losses import kl_div, row_nll
+from .models import load_model
+from .plots import plot_curves
 from .records import EditRecord, Probe
 from .tokens import encode_pairs
+from .train_config import SELECT_ON, TrainConfig
 
 EDIT, REPHRASE, LOCALITY, RAW = 0, 1, 2, 3
-KL_SCOPES = ("answer", "all", "both", "after")
-SELECT_ON = ("rel", "gen", "loc", "after", "raw")  # validation statistics that `selection_score` can average
-
-
-@dataclass
-class TrainConfig:
-    model: str = "smollm2-135m"
-    tasks: tuple[str, ...] = ("counterfact", "wikirecent", "convsent")
-    instruct: bool = True  # False: multi-task MEND (or single-task with one task)
-    rank: int = 512
-    n_last_layers: int = 3
-    steps: int = 3000
-    batch_size: int = 1  # records edited jointly per step
-    lr: float = 1e-4  # hypernetwork (Adam). The reference's 1e-6 barely moves it on a CPU budget
-    lr_step: float = 1e-5  # per-weight step sizes, which start at step_init
-    step_init: float = -1e-4
-    c_edit: float = 0.1  # c_edit and c_loc as chosen on the validation splits (docs/RESULTS.md)
-    c_loc: float = 5.0
-    # Where KL(unedited ‖ edited) is taken. "answer": the locality answer tokens
-    # only. "all": every position of the locality prompt, plus every position of
-    # the edit example that does not predict the target (its prompt, and the
-    # token after the target), so that an edit fires where the target is due and
-    # nowhere else (without it, edits spill over: "Rome Rome Rome ...").
-    # "both": the mean over locality answers plus the mean over all of those
-    # positions, so the answers keep their weight (with "all" they are a few
-    # positions among many, and neighbourhood prompts drift). "after": the locality
-    # answers plus, as a second mean, the position right after each scored target
-    # (what follows "Rome"), the one place spill-over shows, leaving the prompt free.
-    kl_scope: str = "after"
-    train_on_rephrase: bool = True  # also score the target after a rephrased prompt
-    # Chance that the rephrase row drops its instruction: users query the edited
-    # model with plain prompts, so the edit must hold without one.
-    raw_rephrase_prob: float = 0.3
-    # For an instructed editor, also score the target after the edit prompt
-    # itself without its instruction: the edit is made from the instructed
-    # prompt, but users then ask the model the plain question.
-    raw_prompt_row: bool = True
-    # That row's weight in the edit NLL (the other target rows weigh 1): it pulls
-    # the edit towards plain prompts, which look like the locality neighbours.
-    raw_row_weight: float = 1.0
-    # One more locality row per record, a probe of a record of another training
-    # task: an edit must leave alone prompts unlike its own task's, too.
-    cross_locality: bool = False
-    # Hard negatives: this many more locality rows per record, each the prompt
-    # of another training record of the same task that shares the edit prompt's
-    # template (the prompt with its subject cut out: the same relation about
-    # another subject), with that record's true answer. Such neighbours are what
-    # CounterFact's locality measures, and where an edit leaks most.
-    hard_negatives: int = 2
-    sampling: str = "balanced"  # balanced: a task uniformly, then a record; uniform: a record
-    # What early stopping and the best checkpoint follow (see `selection_score`). A
-    # first phase that leaves spill-over to a second one selects on ("rel", "gen", "loc").
-    select_on: tuple[str, ...] = SELECT_ON
-    max_per_task: int | None = None
-    seed: int = 0
-    data_dir: str | None = None
-    dtype: str = "float32"  # the model's dtype while training (on a GPU too: bf16 logits blur the KL)
-    # Start from a saved editor's weights (same model, rank and instruct flag)
-    # instead of the identity, with a fresh optimizer: a second training phase
-    # with another recipe. Its steps count on top of that editor's own.
-    init_from: str | None = None
-    out: str = "runs/instructedit"
-    val_every: int = 200
-    val_per_task: int = 30
-    patience: int = 5  # validations without improvement before stopping
-    max_minutes: float | None = None  # wall-clock budget across resumes
-    grad_clip: float = 1.0
-    norm_freeze_steps: int = 500  # normalization statistics freeze after this many steps
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        from .data import TASKS
-
-        if self.kl_scope not in KL_SCOPES:
-            raise ValueError(f"kl_scope must be one of {KL_SCOPES}, got {self.kl_scope!r}")
-        if not self.raw_row_weight >= 0:  # NaN too
-            raise ValueError(f"raw_row_weight must be >= 0, got {self.raw_row_weight}")
-        if self.hard_negatives < 0:
-            raise ValueError(f"hard_negatives must be >= 0, got {self.hard_negatives}")
-        if self.sampling not in ("balanced", "uniform"):
-            raise ValueError(f"sampling must be 'balanced' or 'uniform', got {self.sampling!r}")
-        self.select_on = tuple(self.select_on)
-        if not self.select_on or not set(self.select_on) <= set(SELECT_ON):
-            raise ValueError(f"select_on must name some of {SELECT_ON}, got {self.select_on!r}")
-        unknown = [t for t in self.tasks if t not in TASKS]
-        if not self.tasks or unknown:
-            raise ValueError(f"unknown training tasks {unknown or '(none given)'}; known: {list(TASKS)}")
 
 
 # --------------------------------------------------------------------------- one step
@@ -197,7 +116,8 @@ def edit_step(editor: MEND, runner: SplitRunner, tokenizer, records, rng, cfg: T
             "rel": hit[row_kind == EDIT].mean().item(),
             "gen": hit[row_kind == REPHRASE].mean().item() if (row_kind == REPHRASE).any() else float("nan"),
             "raw": hit[row_kind == RAW].mean().item() if (row_kind == RAW).any() else float("nan"),
-            "loc": (edited_loc[loc_sel].argmax(-1) == base_loc[loc_sel].argmax(-1)).float().mean().item() if loc_sel.any() else float("nan"),
+            "loc": (edited_loc[loc_sel].argmax(-1) == base_loc[loc_sel].argmax(-1)).float().mean().item()
+                   if loc_sel.any() else float("nan"),
         }
         if not train:  # spill-over: does the next token after the new target stay the unedited model's?
             edit_after = after & (kinds == EDIT)[:, None]
@@ -240,8 +160,6 @@ def validate(editor: MEND, runner: SplitRunner, tokenizer, records: list[EditRec
 
 
 def training_pools(cfg: TrainConfig, split: str) -> dict[str, list[EditRecord]]:
-    from .data import load_task_split
-
     pools = {}
     for task in cfg.tasks:
         recs = load_task_split(task, split, cfg.data_dir)
@@ -362,8 +280,6 @@ class Checkpoint:
 
 
 def data_card(train: dict, val: dict, cfg: TrainConfig) -> dict:
-    from .data import default_data_dir
-
     return {
         "data_dir": str(cfg.data_dir or default_data_dir()),
         "train": {t: len(v) for t, v in train.items()},
@@ -374,9 +290,6 @@ def data_card(train: dict, val: dict, cfg: TrainConfig) -> dict:
 
 def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, show_progress: bool = True) -> dict:
     """Train (or resume) an editor; returns the training card."""
-    from .models import load_model
-    from .plots import plot_curves
-
     model, tok = model_and_tokenizer or load_model(cfg.model, dtype=cfg.dtype)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on a GPU too
     torch.backends.cudnn.allow_tf32 = False
@@ -386,7 +299,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
     train_pools, val_pools = training_pools(cfg, "train"), training_pools(cfg, "val")
     val_records = [r for t in sorted(val_pools) for r in val_pools[t][: cfg.val_per_task]]
     neighbours = NeighbourIndex(train_pools) if cfg.hard_negatives else None
-    card = {"config": asdict(cfg), "step": 0, "wall_seconds": 0.0, "curve": [], "validation": [], "best": None,
+    card = {"config": asdict(cfg), "recipe": cfg.recipe, "step": 0, "wall_seconds": 0.0, "curve": [], "validation": [], "best": None,
             "data": data_card(train_pools, val_pools, cfg), "model": cfg.model, "stopped": None}
     if resume and ckpt.exists():
         card = ckpt.read_card()
@@ -398,8 +311,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
             raise ValueError(f"{cfg.init_from} has instruct={editor.config.instruct}, rank={editor.config.rank}; "
                              f"this run asks for instruct={cfg.instruct}, rank={cfg.rank}")
     else:
-        mcfg = MENDConfig(rank=cfg.rank, n_last_layers=cfg.n_last_layers, step_init=cfg.step_init, instruct=cfg.instruct)
-        editor = MEND.for_model(model, mcfg)
+        editor = build_editor(MEND.tag, model, rank=cfg.rank, n_last_layers=cfg.n_last_layers, step_init=cfg.step_init,
+                              instruct=cfg.instruct)
         editor.model_id = cfg.model
     editor.to(model.device).train()
     opt = torch.optim.Adam([
@@ -417,8 +330,6 @@ def train(cfg: TrainConfig, *, resume: bool = True, model_and_tokenizer=None, sh
         return cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes
 
     window: list[dict] = []
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not show_progress)

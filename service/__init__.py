@@ -12,7 +12,7 @@ def __getattr__(name: str):
 
         return create_app
     if name == "serve":
-        from .cli import serve
+        from .server import serve
 
         return serve
     raise AttributeError(name)

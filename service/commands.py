@@ -1,6 +1,7 @@
 """The `instructedit` console script: the science commands of
 `editor_core.cli` plus `serve`, which lives here so that editor_core never
-imports the service."""
+imports the service. (The command is `serve_command`; the function it runs is
+`service.server.serve`.)"""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import typer
 
 from editor_core.cli import app
 
+from .server import serve
+from .settings import Settings
 
-@app.command()
-def serve(
+
+@app.command("serve")
+def serve_command(
     host: Optional[str] = typer.Option(None, help="bind address (default 127.0.0.1; INSTRUCTEDIT_HOST)"),
     port: Optional[int] = typer.Option(None, help="port (default 8000; INSTRUCTEDIT_PORT)"),
     model: Optional[str] = typer.Option(None, help="model (default smollm2-135m; INSTRUCTEDIT_MODEL)"),
@@ -20,11 +24,8 @@ def serve(
     store: Optional[str] = typer.Option(None, help="store directory (default ./instructedit-store; INSTRUCTEDIT_STORE_DIR)"),
 ):
     """Serve the model and its editor over HTTP (Redis Streams when REDIS_URL is set)."""
-    from .cli import serve as run
-    from .settings import Settings
-
     given = {"host": host, "port": port, "model": model, "editor_path": editor, "store_dir": store}
-    run(Settings(**{k: v for k, v in given.items() if v is not None}))
+    serve(Settings(**{k: v for k, v in given.items() if v is not None}))
 
 
 def main() -> None:  # pragma: no cover

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from editor_core.editors import MEND, MENDConfig, load_editor
+from editor_core.editors import load_editor, untrained_editor
 from editor_core.models import load_model
 
 from .settings import Settings
@@ -34,8 +34,8 @@ class EditorMissing(RuntimeError):
 
 def load_components(settings: Settings) -> Components:
     """Load the model, then the editor at `settings.editor_path`. A missing editor
-    is an error unless `allow_untrained_editor` says an untrained MEND will do
-    (its edits barely move the model)."""
+    is an error unless `allow_untrained_editor` says an untrained editor will do
+    (`editor_core.editors.untrained_editor`; its edits barely move the model)."""
     path = settings.editor_path
     if not path.exists() and not settings.allow_untrained_editor:
         raise EditorMissing(
@@ -46,5 +46,4 @@ def load_components(settings: Settings) -> Components:
     if path.exists():
         return Components(model, tokenizer, load_editor(path, model), editor_path=str(path), trained=True)
     log.warning("no editor at %s: serving with an UNTRAINED editor (allow_untrained_editor=true)", path)
-    editor = MEND.for_model(model, MENDConfig()).to(model.device)
-    return Components(model, tokenizer, editor, editor_path=None, trained=False)
+    return Components(model, tokenizer, untrained_editor(model), editor_path=None, trained=False)

@@ -69,7 +69,8 @@ def measure(
     agree = {name: metrics.locality(pre_argmax[name], model, tokenizer, *sets[name]) for name in pre_argmax}
     out = {}
     for name in ACCURACY_SETS:
-        out[name] = {"before": metrics.summarize(before.get(name, [])), "after": metrics.summarize(after.get(name, [])), "n": len(sets[name][0])}
+        out[name] = {"before": metrics.summarize(before.get(name, [])), "after": metrics.summarize(after.get(name, [])),
+                     "n": len(sets[name][0])}
     for name in AGREEMENT_SETS:
         n = len(sets[name][0])
         out[name] = {"before": 100.0 if n else None, "after": metrics.summarize(agree.get(name, [])), "n": n}

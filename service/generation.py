@@ -20,6 +20,8 @@ from typing import AsyncIterator, Callable
 import torch
 from sse_starlette import ServerSentEvent
 
+from editor_core.tokens import end_of_text_ids
+
 from .state import Snapshot
 
 
@@ -49,13 +51,6 @@ def encode_prompt(tokenizer, prompt: str, *, max_positions: int | None, max_new_
 def max_positions(model) -> int | None:
     cfg = model.config
     return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-    return ids
 
 
 def pick(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> int:
@@ -92,11 +87,12 @@ class _Decoder:
 
 @torch.inference_mode()
 def generate(
-    model, tokenizer, prompt_ids: list[int], s: Sampling, *, on_text: Callable[[str], None] | None = None, cancel: threading.Event | None = None
+    model, tokenizer, prompt_ids: list[int], s: Sampling, *, on_text: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Generated:
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(s.seed if s.seed is not None else secrets.randbits(63))
-    eos = _eos_ids(model, tokenizer)
+    eos = end_of_text_ids(model, tokenizer)
     decoder, cache, finish = _Decoder(tokenizer), None, "length"
     step = torch.tensor([prompt_ids], device=device)
     for _ in range(s.max_new_tokens):
@@ -151,7 +147,8 @@ async def stream_events(
                     continue
                 if kind == "done":
                     on_done(time.perf_counter() - started)
-                    body = {"text": payload.text, "model_version": snapshot.version, "tokens": payload.tokens, "finish_reason": payload.finish_reason}
+                    body = {"text": payload.text, "model_version": snapshot.version, "tokens": payload.tokens,
+                            "finish_reason": payload.finish_reason}
                     yield ServerSentEvent(json.dumps(body), event="done")
                 else:
                     yield ServerSentEvent(json.dumps({"detail": payload, "model_version": snapshot.version}), event="error")

@@ -25,7 +25,5 @@ class RedisKeys:
         return f"{self.prefix}:writers"
 
 
-# Field names inside one stream entry.
+# The one field of a stream entry: the job's id (the store holds the rest).
 FIELD_JOB_ID = "job_id"
-FIELD_KIND = "kind"
-FIELD_EDIT_ID = "edit_id"

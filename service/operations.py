@@ -18,12 +18,14 @@ import logging
 import time
 import uuid
 
+from editor_core import instructions
+
 from .errors import Problem, not_found
 from .generation import Generated, Sampling, encode_prompt, generate, max_positions
 from .queue import Job, QueueUnavailable
+from .records import DEFAULT_TASK, EditStatus
 from .runtime import Runtime
 from .schemas import (
-    DEFAULT_TASK,
     EditBatchCreate,
     EditCreate,
     EditMetrics,
@@ -35,7 +37,7 @@ from .schemas import (
     MetricsPublic,
     ModelPublic,
 )
-from .store import EditRow, EditStatus
+from .store import EditRow
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,11 @@ async def submit_edit(rt: Runtime, *, body: EditCreate | EditBatchCreate, idempo
     )
     if not created:
         if row.request_sha256 != request_sha:
-            raise Problem(422, "idempotency-key-reused", f"Idempotency-Key {idempotency_key!r} was used for another request (edit {row.id})")
+            raise Problem(422, "idempotency-key-reused",
+                          f"Idempotency-Key {idempotency_key!r} was used for another request (edit {row.id})")
         return row
     rt.telemetry.edits.labels("queued").inc()
-    await _enqueue(rt, Job(row.id, "edit", row.id))
+    await _enqueue(rt, Job(row.id))
     return row
 
 
@@ -65,8 +68,6 @@ def _check_tasks(rt: Runtime, records: list[EditCreate]) -> None:
     """An instructed editor needs a task it has instructions for; say so now, not at compute time."""
     if not getattr(getattr(rt.components.editor, "config", None), "instruct", False):
         return
-    from editor_core import instructions
-
     known = set(instructions.tasks())
     for i, r in enumerate(records):
         if (r.task or DEFAULT_TASK) not in known:
@@ -96,7 +97,7 @@ async def roll_back(rt: Runtime, *, edit_id: str) -> EditRow:
         raise Problem(409, "edit-failed", f"edit {edit_id} failed and was never applied; there is nothing to roll back")
     job = await asyncio.to_thread(rt.store.request_rollback, edit_id)
     if job is not None:
-        await _enqueue(rt, Job(job.id, job.kind, job.edit_id))
+        await _enqueue(rt, Job(job.id))
     return get_edit(rt, edit_id)
 
 
@@ -170,7 +171,8 @@ def prepare_generation(rt: Runtime, req: GenerateRequest):
         raise Problem(422, "max-new-tokens", f"max_new_tokens {req.max_new_tokens} is above this service's cap of {cap}")
     snap = rt.state.current()
     if req.version is not None and req.version != snap.version:
-        raise Problem(409, "version-not-served", f"version {req.version} is not served; the current version is {snap.version}", current_version=snap.version)
+        raise Problem(409, "version-not-served", f"version {req.version} is not served; the current version is {snap.version}",
+                      current_version=snap.version)
     with rt.tokenizer_lock:
         ids = encode_prompt(rt.components.tokenizer, req.prompt, max_positions=max_positions(snap.model), max_new_tokens=req.max_new_tokens)
     if not ids:

@@ -1,7 +1,7 @@
 """The job queue: Redis Streams, or an in-process twin behind the same interface.
 
-A job is only an id (`edit:<id>` work lives in the store); the queue's job is
-the order in which the one writer applies them. Both queues keep an entry
+A job is only an id (`<edit id>` or `rollback:<edit id>`; the work is described
+in the store); the queue's job is the order in which the one writer applies them. Both queues keep an entry
 until it is acknowledged, so a worker that dies leaves its job pending:
 
 * `RedisStreamQueue`: XADD to one stream, XREADGROUP through one consumer
@@ -27,16 +27,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from .keys import FIELD_EDIT_ID, FIELD_JOB_ID, FIELD_KIND, RedisKeys
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .keys import FIELD_JOB_ID, RedisKeys
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Job:
+    """A queue entry carries only the job's id: what to do is in the store's job row."""
+
     id: str
-    kind: str  # "edit" | "rollback"
-    edit_id: str
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,6 @@ class JobQueue(Protocol):
 
 class RedisStreamQueue:
     def __init__(self, url: str, keys: RedisKeys, *, consumer: str | None = None, block_ms: int = 500):
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.keys = keys
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # No hidden retries in the client: the worker retries, and counts them.
@@ -93,13 +94,11 @@ class RedisStreamQueue:
 
     async def _call(self, coro):
         """Await a Redis call, turning connection trouble into QueueUnavailable."""
-        from redis.exceptions import ConnectionError, ResponseError, TimeoutError
-
         try:
             return await coro
-        except (ConnectionError, TimeoutError, OSError) as e:
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as e:
             raise QueueUnavailable(f"redis: {e}") from e
-        except ResponseError as e:
+        except redis_errors.ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
             lost = e
@@ -107,11 +106,9 @@ class RedisStreamQueue:
         raise QueueUnavailable("the job stream was gone (Redis restarted empty?); recreated it") from lost
 
     async def _ensure_group(self) -> None:
-        from redis.exceptions import ResponseError
-
         try:
             await self.redis.xgroup_create(self.keys.jobs_stream, self.keys.workers_group, id="0", mkstream=True)
-        except ResponseError as e:
+        except redis_errors.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
         self._pending_first = True
@@ -129,8 +126,7 @@ class RedisStreamQueue:
         self._pending_first = True
 
     async def enqueue(self, job: Job) -> str:
-        fields = {FIELD_JOB_ID: job.id, FIELD_KIND: job.kind, FIELD_EDIT_ID: job.edit_id}
-        return await self._call(self.redis.xadd(self.keys.jobs_stream, fields))
+        return await self._call(self.redis.xadd(self.keys.jobs_stream, {FIELD_JOB_ID: job.id}))
 
     async def read(self, block_ms: int) -> Delivery | None:
         if self._pending_first:
@@ -176,7 +172,7 @@ class RedisStreamQueue:
 
 
 def _job(fields: dict) -> Job:
-    return Job(fields[FIELD_JOB_ID], fields[FIELD_KIND], fields[FIELD_EDIT_ID])
+    return Job(fields[FIELD_JOB_ID])
 
 
 class MemoryQueue:

@@ -8,11 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
-from editor_core.records import EditRecord, Probe
+from .records import DEFAULT_TASK, EditStatus
+from .store import EditRow
 
-from .store import EditRow, EditStatus
-
-DEFAULT_TASK = "counterfact"
 MAX_TEXT = 2000  # characters per prompt or answer; edits are about one fact
 MAX_PAIRS = 32  # rephrase prompts, locality or portability pairs per record
 MAX_BATCH = 64  # records in one batch edit
@@ -43,19 +41,6 @@ class EditCreate(Strict):
     rephrase_prompts: list[Text] = Field(default_factory=list, max_length=MAX_PAIRS)
     locality: list[PairIn] = Field(default_factory=list, max_length=MAX_PAIRS)
     portability: list[PairIn] = Field(default_factory=list, max_length=MAX_PAIRS)
-
-    def to_record(self, source: str) -> EditRecord:
-        return EditRecord(
-            task=self.task or DEFAULT_TASK,
-            prompt=self.prompt,
-            target_new=self.target_new,
-            subject=self.subject or "",
-            rephrase_prompts=tuple(self.rephrase_prompts),
-            locality=tuple(Probe(p.prompt, p.answer) for p in self.locality),
-            portability=tuple(Probe(p.prompt, p.answer) for p in self.portability),
-            source=source,
-            extra={"instruction": self.instruction} if self.instruction else {},
-        )
 
 
 class EditBatchCreate(Strict):

@@ -13,11 +13,11 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import editor_core  # its __init__ is light: Settings stays importable without torch
+
 
 def shipped_editor_path() -> Path:
     """Where the trained editor for the default model ships inside `editor_core`."""
-    import editor_core
-
     return Path(editor_core.__file__).parent / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
 
 

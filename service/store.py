@@ -26,14 +26,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import torch
 
 from editor_core.delta import Delta
+from editor_core.records import EditRecord
 
 from .artifacts import Artifacts
+from .records import EditStatus, decode_records
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,14 +64,6 @@ CREATE TABLE IF NOT EXISTS snapshots (version INTEGER PRIMARY KEY, active TEXT N
 """
 
 
-class EditStatus(StrEnum):
-    queued = "queued"
-    running = "running"
-    applied = "applied"
-    failed = "failed"
-    rolled_back = "rolled_back"
-
-
 class StoreError(RuntimeError):
     """The store cannot be used as asked (locked, or made for another model)."""
 
@@ -95,6 +88,10 @@ class EditRow:
     error: str | None
     metrics: dict | None
     metrics_error: str | None
+
+    def edit_records(self) -> list[EditRecord]:
+        """The records to edit, as the editor takes them."""
+        return decode_records(self.id, self.records)
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> "EditRow":
@@ -234,7 +231,8 @@ class Store:
             )
             if cur.rowcount == 0:
                 return None
-            db.execute("INSERT INTO jobs (id, kind, edit_id, enqueued_at) VALUES (?, 'rollback', ?, ?)", (rollback_job_id(edit_id), edit_id, now))
+            db.execute("INSERT INTO jobs (id, kind, edit_id, enqueued_at) VALUES (?, 'rollback', ?, ?)",
+                       (rollback_job_id(edit_id), edit_id, now))
         return self.job(rollback_job_id(edit_id))
 
     def edit(self, edit_id: str) -> EditRow | None:
@@ -284,7 +282,8 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE jobs SET done_at = ?, error = ? WHERE id = ?", (now, error, job.id))
             if job.kind == "edit":
-                db.execute("UPDATE edits SET status = ?, finished_at = ?, error = ? WHERE id = ?", (EditStatus.failed, now, error, job.edit_id))
+                db.execute("UPDATE edits SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                           (EditStatus.failed, now, error, job.edit_id))
             else:
                 db.execute("UPDATE edits SET error = ? WHERE id = ?", (f"rollback failed: {error}", job.edit_id))
 
@@ -336,7 +335,8 @@ class Store:
 
     def set_metrics(self, edit_id: str, *, metrics: dict | None, error: str | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE edits SET metrics = ?, metrics_error = ? WHERE id = ?", (json.dumps(metrics) if metrics else None, error, edit_id))
+            db.execute("UPDATE edits SET metrics = ?, metrics_error = ? WHERE id = ?",
+                       (json.dumps(metrics) if metrics else None, error, edit_id))
 
     def edits_missing_metrics(self) -> list[EditRow]:
         """Applied (possibly since rolled back) edits whose metrics a dead worker never wrote."""

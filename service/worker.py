@@ -32,9 +32,9 @@ from editor_core.records import EditRecord
 
 from .evaluation import measure
 from .queue import Delivery, Job, JobQueue, QueueUnavailable
-from .schemas import EditCreate
+from .records import EditStatus
 from .state import ModelState
-from .store import EditRow, EditStatus, JobRow, Store
+from .store import EditRow, JobRow, Store
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Worker:
         present = {job.id for job in await self.queue.backlog()}
         missing = [j for j in self.store.unfinished_jobs() if j.id not in present]
         for job in missing:
-            await self.queue.enqueue(Job(job.id, job.kind, job.edit_id))
+            await self.queue.enqueue(Job(job.id))
         if missing:
             log.warning("re-enqueued %d unfinished job(s) from the store", len(missing))
         return len(missing)
@@ -247,7 +247,7 @@ class Worker:
             self.store.cancel_edit(job)
             self.telemetry.edits.labels("rolled_back").inc()
             return None
-        records = [EditCreate.model_validate(r).to_record(f"{row.id}#{i}") for i, r in enumerate(row.records)]
+        records = row.edit_records()
         try:
             delta = await asyncio.to_thread(self._compute, records)
         except Exception as e:
@@ -259,7 +259,8 @@ class Worker:
         head = self.store.head()
         pre = self._served_weights()
         active = [*head.active, row.id]
-        weights = await asyncio.to_thread(self.state.build, self.store, active, lambda e: delta if e == row.id else self.store.delta_of_edit(e))
+        weights = await asyncio.to_thread(self.state.build, self.store, active,
+                                          lambda e: delta if e == row.id else self.store.delta_of_edit(e))
         snapshot = await asyncio.to_thread(self.state.prepare, head.version + 1, active, weights)
         delta_sha = await asyncio.to_thread(self.store.write_delta, delta)
         committed = self.store.commit_edit(job, delta_sha256=delta_sha, active=active, state_sha256=snapshot.state_sha256)
@@ -349,7 +350,7 @@ class Worker:
 
     def _backfill_work(self, row: EditRow) -> _MetricsWork:
         """Metrics a dead worker never wrote: rebuild the versions before and after the edit."""
-        records = [EditCreate.model_validate(r).to_record(f"{row.id}#{i}") for i, r in enumerate(row.records)]
+        records = row.edit_records()
         before, after = self.store.version(row.version - 1), self.store.version(row.version)
         pre = self.state.build(self.store, before.active, self.store.delta_of_edit)
         post = self.state.build(self.store, after.active, self.store.delta_of_edit)

@@ -1,16 +1,27 @@
-"""What every editor is, and the registry that finds one by its tag.
+"""What every editor is, and the registry that builds one by its tag.
 
 An editor computes a `Delta` for some edit records and never changes the
 model: the caller (the evaluation loop, the service's worker) decides whether
 and when the delta becomes part of the weights.
+
+A new editor is a module in this package that defines a config dataclass and
+a class with a `tag`, `for_model(model, config)` and `compute_delta(model,
+tokenizer, records)`, and ends with `register_editor(tag, ConfigClass,
+EditorClass, loader=...)` (`loader(path, model, **overrides)` reads a saved
+one; omit it for editors without learned weights). `editors/__init__.py`
+imports it, so it is registered whenever the package is.
+
+    build_editor("ft-l", model, steps=10)   # a new editor; config fields as keywords
+    load_editor(path, model)                # a saved one; its kind is read from the file
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
+import torch
 from safetensors import safe_open
 
 from ..delta import Delta
@@ -53,6 +64,21 @@ def get_editor(tag: str) -> EditorEntry:
 
 def registered() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def build_editor(tag: str, model, **config_overrides) -> Editor:
+    """A new editor of kind `tag` for `model`, from its registered config class
+    with `config_overrides` on top of that class's defaults. A torch editor is
+    put on the model's device, in eval mode (call `.train()` to train it)."""
+    entry = get_editor(tag)
+    known = {f.name for f in fields(entry.config_cls)}
+    unknown = sorted(set(config_overrides) - known)
+    if unknown:
+        raise ValueError(f"{entry.config_cls.__name__} has no field(s) {unknown}; known: {sorted(known)}")
+    editor = entry.editor_cls.for_model(model, entry.config_cls(**config_overrides))
+    if isinstance(editor, torch.nn.Module):
+        editor = editor.to(model.device).eval()
+    return editor
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..delta import Delta
-from ..hooks import SplitRunner, row_nll
+from ..hooks import SplitRunner
+from ..losses import row_nll
 from ..models import ModelSpec
 from ..records import EditRecord
 from ..tokens import encode_pairs

@@ -26,12 +26,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..delta import Delta
-from ..hooks import Cut, SplitRunner, row_nll
+from ..hooks import Cut, SplitRunner
+from ..hypernet import GradientTransform
+from ..instructions import apply_instruction
+from ..losses import row_nll
 from ..models import ModelSpec
-from ..nn import GradientTransform
 from ..records import EditRecord
 from ..tokens import PairBatch, encode_pairs
-from .base import register_editor
+from .base import read_metadata, register_editor
 
 FORMAT = "instructedit-editor"
 
@@ -89,8 +91,6 @@ class MEND(nn.Module):
         never do). For plain MEND, the record unchanged."""
         if not self.config.instruct:
             return record
-        from ..instructions import apply_instruction
-
         own = record.extra.get("instruction") if not held_out else None
         return apply_instruction(record, rng=rng, description=own, held_out=held_out)
 
@@ -182,8 +182,6 @@ class MEND(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, model, **overrides) -> "MEND":
-        from .base import read_metadata
-
         meta = read_metadata(path)
         if meta.get("format") != FORMAT or meta.get("editor") != cls.tag:
             raise ValueError(f"{path} is not a saved {cls.tag} editor")

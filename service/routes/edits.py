@@ -9,8 +9,8 @@ from fastapi import APIRouter, Body, Query, Response
 from .. import operations as ops
 from ..deps import IdempotencyKey, RuntimeDep
 from ..errors import responses
+from ..records import EditStatus
 from ..schemas import EditAccepted, EditPage, EditPublic, EditRequest, MetricsPublic
-from ..store import EditStatus
 
 router = APIRouter(prefix="/edits", tags=["edits"])
 

@@ -1,14 +1,15 @@
+from editor_core.delta import base_weights, load_weights, materialize, state_sha256
 from editor_core.editors import MEND, MENDConfig
 from editor_core.editors.ftl import FTL, FTLConfig
 from editor_core.evaluate import NO_EDIT, evaluate_records
-from editor_core.delta import state_sha256
-from editor_core.hooks import masked_nll
+from editor_core.losses import masked_nll
 from editor_core.records import EditRecord, Probe
 from editor_core.tokens import encode_pairs
 
 RECS = [
     EditRecord(task="zsre", prompt="Who is the author of Dune?", target_new="Jane Austen", rephrase_prompts=("Dune was written by",),
-               locality=(Probe("nq question: who sings thriller", "Michael Jackson"),), portability=(Probe("Dune's author was born in", "Steventon"),)),
+               locality=(Probe("nq question: who sings thriller", "Michael Jackson"),),
+               portability=(Probe("Dune's author was born in", "Steventon"),)),
     EditRecord(task="counterfact", prompt="The Louvre is in", target_new="Berlin", locality=(Probe("Big Ben is in", "London"),)),
 ]
 
@@ -38,8 +39,6 @@ def test_ftl_lowers_target_nll_within_the_norm_ball(tiny):
     delta = ftl.compute_delta(model, tok, RECS[1:])
     for p in delta.params():
         assert delta.dense(p).abs().max() <= 1e-2 + 1e-7
-    from editor_core.delta import base_weights, load_weights, materialize
-
     base = base_weights(model, ftl.spec.edit_params)
     batch = encode_pairs(tok, [RECS[1].prompt], [RECS[1].target_new])
     nll = lambda: masked_nll(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels).item()  # noqa: E731

@@ -1,8 +1,8 @@
 import torch
 
 from editor_core.delta import Delta, base_weights, load_weights, materialize, state_sha256
-from editor_core.editors import MEND, MENDConfig
-from editor_core.hooks import masked_nll
+from editor_core.editors import MEND, MENDConfig, load_editor
+from editor_core.losses import masked_nll
 from editor_core.records import EditRecord
 
 RECORDS = [
@@ -98,8 +98,6 @@ def test_editor_save_load_roundtrip(tmp_path, tiny_llama):
     editor = MEND.for_model(model, MENDConfig(rank=8, instruct=False)).train()
     editor.compute_delta(model, tok, RECORDS)  # gathers running statistics
     editor.save(tmp_path / "e.safetensors")
-    from editor_core.editors import load_editor
-
     again = load_editor(tmp_path / "e.safetensors", model)
     editor.eval()
     a = editor.compute_delta(model, tok, RECORDS)

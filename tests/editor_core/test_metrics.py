@@ -3,6 +3,8 @@ import math
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from editor_core import metrics as M
 from editor_core.tokens import IGNORE, encode_pairs
@@ -148,9 +150,6 @@ WORDS = (
 
 @pytest.fixture(scope="module")
 def tiny():
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     vocab = {w: i for i, w in enumerate(specials + WORDS)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))

@@ -1,7 +1,12 @@
+import importlib.metadata
+
 import pytest
 import torch
 
+from editor_core import models
+from editor_core.hooks import SplitRunner
 from editor_core.models import ModelSpec, load_model, tiny_model
+from editor_core.tokens import encode_pairs
 
 
 def test_llama_spec_edits_mlp_of_last_three_layers():
@@ -34,12 +39,11 @@ def test_spec_override_and_errors():
         ModelSpec.for_model(model, n_last_layers=99)
     with pytest.raises(ValueError, match="no edit spec"):
         ModelSpec.for_model(model, family="bert")
+    with pytest.raises(ValueError, match="fuses the gate and up projections"):  # Phi-3's MLP is not Llama's
+        ModelSpec.for_model(model, family="phi3")
 
 
 def test_split_runner_matches_full_forward(tiny):
-    from editor_core.hooks import SplitRunner
-    from editor_core.tokens import encode_pairs
-
     model, tok = tiny
     spec = ModelSpec.for_model(model)
     batch = encode_pairs(tok, ["hello there", "a much longer prompt here"], ["x", "yz"])
@@ -58,10 +62,6 @@ def test_tiny_models_load_by_name():
 
 
 def test_missing_gguf_package_error_names_it(monkeypatch):
-    import importlib.metadata
-
-    from editor_core import models
-
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 

@@ -6,20 +6,17 @@ import torch
 
 from editor_core.delta import base_weights, load_weights, materialize
 from editor_core.editors import MEND, MENDConfig
+from editor_core.models import load_model, pull_smollm2
 from editor_core.records import EditRecord
 
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
     pytest.importorskip("gguf")
-    from editor_core.models import load_model
-
     return load_model("smollm2-135m", device="cpu")
 
 
 def test_pull_is_an_ordinary_hf_folder(smollm2):
-    from editor_core.models import pull_smollm2
-
     path = pull_smollm2()
     assert (path / "config.json").exists() and (path / "model.safetensors").exists()
     model, tok = smollm2

@@ -8,7 +8,20 @@ from editor_core.editors import MEND, MENDConfig
 from editor_core.hooks import SplitRunner
 from editor_core.models import tiny_model
 from editor_core.records import EditRecord, Probe
-from editor_core.train import NeighbourIndex, TrainConfig, edit_step, other_task_probes, train, validate
+from editor_core.report import training_seconds
+from editor_core.train import (
+    EDIT,
+    LOCALITY,
+    RAW,
+    NeighbourIndex,
+    TrainConfig,
+    build_rows,
+    edit_step,
+    other_task_probes,
+    selection_score,
+    train,
+    validate,
+)
 
 REC = EditRecord(task="counterfact", prompt="The sky is", target_new="green", rephrase_prompts=("The colour of the sky is",),
                  locality=(Probe("Grass is", "green"),))
@@ -140,16 +153,12 @@ def test_second_phase_starts_from_a_saved_editor(tmp_path):
 
 
 def test_selection_score_counts_spill_over():
-    from editor_core.train import selection_score
-
     assert selection_score({"rel": 100, "gen": 100, "loc": 100, "after": 0}) == 75
     assert selection_score({"rel": 90, "gen": float("nan"), "loc": 60, "after": 90}) == 80
     assert selection_score({"rel": 100, "gen": 100, "loc": 100, "after": 100, "raw": 0}) == 80
 
 
 def test_training_seconds_count_the_first_phase(tmp_path):
-    from editor_core.report import training_seconds
-
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "card.json").write_text(json.dumps({"wall_seconds": 100.0, "config": {}}))
     second = {"wall_seconds": 30.0, "config": {"init_from": str(tmp_path / "one" / "best.safetensors")}}
@@ -159,8 +168,6 @@ def test_training_seconds_count_the_first_phase(tmp_path):
 
 
 def test_instructed_editors_also_score_the_plain_edit_prompt(tiny):
-    from editor_core.train import EDIT, LOCALITY, RAW, build_rows
-
     model, _ = tiny
     for instruct, expected in ((True, [EDIT, RAW, LOCALITY]), (False, [EDIT, LOCALITY])):
         editor = MEND.for_model(model, MENDConfig(rank=8, instruct=instruct))
@@ -180,8 +187,6 @@ def test_training_logs_plain_progress_lines_when_not_a_terminal(tmp_path, capsys
 
 
 def test_selection_can_follow_a_subset_of_the_statistics(tmp_path):
-    from editor_core.train import selection_score
-
     res = {"rel": 90, "gen": 60, "loc": 90, "after": 0}
     assert selection_score(res, ("rel", "gen", "loc")) == 80 and selection_score(res) == 60
     with pytest.raises(ValueError, match="select_on"):

@@ -2,8 +2,9 @@ import os
 
 import pytest
 
-from harness import RedisServer, make_settings, tiny_components
 from service.settings import Settings
+
+from harness import RedisServer, make_settings, tiny_components
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,11 @@ import httpx
 import pytest
 
 from editor_core.editors import MEND, MENDConfig
-from harness import Service, base_sha, expected_sha, wait_until
 from service.components import Components
 from service.generation import Sampling, generate
 from service.state import fork
+
+from harness import Service, base_sha, expected_sha, wait_until
 
 PROBLEM = "application/problem+json"
 PERU = {
@@ -63,7 +64,8 @@ def test_edit_generate_metrics_rollback(service, components):
     assert scores["probe_locality"]["n"] >= 10 and scores["probe_locality"]["after"] is not None
 
     edited = service.model()
-    assert edited["active_edits"] == [edit_id] and edited["state_sha256"] == expected_sha(components, service.settings.store_dir, [edit["delta_sha256"]])
+    assert edited["active_edits"] == [edit_id]
+    assert edited["state_sha256"] == expected_sha(components, service.settings.store_dir, [edit["delta_sha256"]])
     assert edited["state_sha256"] != base["state_sha256"]
 
     r = service.client.delete(f"/edits/{edit_id}")
@@ -194,7 +196,8 @@ def test_generate_checks_and_stream(service):
     assert conflict["current_version"] == 0
     ok = service.client.post("/generate", json={"prompt": "hi", "max_new_tokens": 4, "version": 0}).json()
     assert ok["model_version"] == 0 and ok["tokens"] <= 4
-    sampled = [service.client.post("/generate", json={"prompt": "hi", "max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9, "seed": 3}).json()["text"] for _ in range(2)]
+    seeded = {"prompt": "hi", "max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9, "seed": 3}
+    sampled = [service.client.post("/generate", json=seeded).json()["text"] for _ in range(2)]
     assert sampled[0] == sampled[1]
 
     events = []

@@ -24,7 +24,7 @@ def make_queue(request):
 
 
 def jobs(n):
-    return [Job(f"e{i}", "edit", f"e{i}") for i in range(n)]
+    return [Job(f"e{i}") for i in range(n)]
 
 
 def test_order_ack_and_backlog(make_queue):

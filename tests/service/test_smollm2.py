@@ -2,8 +2,9 @@
 
 import pytest
 
-from harness import Service
 from service.settings import Settings, shipped_editor_path
+
+from harness import Service
 
 PROMPT = "The capital of France is"
 

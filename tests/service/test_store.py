@@ -4,8 +4,9 @@ import pytest
 
 from editor_core.delta import materialize, state_sha256, tensors_sha256
 from editor_core.records import EditRecord
+from service.records import EditStatus
 from service.state import ModelState, fork
-from service.store import EditStatus, Store, StoreError
+from service.store import Store, StoreError
 
 
 @pytest.fixture

