@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstrai
 
 from editor_core.records import EditRecord, Probe
 
-from .store import EditRow, EditStatus
+from .store import EditRow, EditStatus, VersionRow
 
 DEFAULT_TASK = "counterfact"
 MAX_TEXT = 2000  # characters per prompt or answer; edits are about one fact
@@ -194,6 +194,23 @@ class ModelPublic(BaseModel):
     active_edits: list[str] = Field(description="edit ids in force, in commit order")
     device: str
     dtype: str
+
+
+class VersionPublic(BaseModel):
+    version: int
+    cause: str = Field(description="what made it: `base`, `edit:<id>` or `rollback:<id>`")
+    state_sha256: str = Field(description="sha256 of the edited weights of this version")
+    created_at: datetime
+    active_count: int = Field(description="edits in force in this version")
+
+    @classmethod
+    def from_row(cls, row: VersionRow) -> "VersionPublic":
+        return cls(version=row.version, cause=row.cause, state_sha256=row.state_sha256, created_at=_time(row.created_at), active_count=len(row.active))
+
+
+class VersionPage(BaseModel):
+    items: list[VersionPublic]
+    next_cursor: int | None = Field(None, description="pass as `before` for the next page; null on the last")
 
 
 class Health(BaseModel):
