@@ -301,8 +301,10 @@ function editRequest() {
   };
 }
 
-/** The model's own greedy answer, cut to its first line and a few words: a probe's answer when none is given. */
-const ownAnswer = (text) => (text.trim().split("\n")[0].split(/\s+/).slice(0, 4).join(" ") || text.trim() || ".");
+/** The answer at the start of a continuation: up to its first full stop or line end, at most 6 words. */
+const leadingAnswer = (text) => text.trim().split("\n")[0].split(/(?<=[.!?])\s/)[0].split(/\s+/).slice(0, 6).join(" ");
+/** A probe's answer when none is given: the model's own (its locality then measures whether the edit keeps it). */
+const ownAnswer = (text) => leadingAnswer(text) || text.trim() || ".";
 
 function setSteps(status) {
   const order = ["queued", "running", "applied"];
@@ -372,7 +374,7 @@ function renderProbes(rows, beforeVersion, afterVersion, note) {
       const before = el("span", { class: "gen" }), after = el("span", { class: "gen" });
       renderDiff(before, diff.left);
       renderDiff(after, diff.right);
-      const changed = r.before !== r.after;
+      const changed = leadingAnswer(r.before) !== leadingAnswer(r.after);
       const wanted = r.kind !== "unrelated probe";
       const verdict = changed ? (wanted ? "changed" : "changed (unwanted)") : wanted ? "unchanged" : "unchanged (good)";
       return el("tr", { "data-kind": r.kind, "data-changed": String(changed) },
@@ -380,11 +382,13 @@ function renderProbes(rows, beforeVersion, afterVersion, note) {
         el("td", { "data-label": "Kind" }, r.kind),
         el("td", { "data-label": "Before" }, before),
         el("td", { "data-label": "After" }, after),
-        el("td", { "data-label": "Changed", class: changed !== wanted ? "changed-yes" : "changed-ok" }, verdict));
+        el("td", { "data-label": "Answer changed", class: changed !== wanted ? "changed-yes" : "changed-ok" }, verdict));
     }),
   );
   const hint = $("edit-probes").querySelector(".hint");
-  hint.textContent = "Greedy answers on the version before the edit and on the version it produced." + (note ? ` ${note}` : "");
+  hint.textContent =
+    "Greedy continuations on the version before the edit and on the version it produced, the differing words marked. " +
+    "“Changed” compares the answer they start with (up to the first full stop, at most 6 words)." + (note ? ` ${note}` : "");
   $("edit-probes").hidden = false;
 }
 
@@ -435,7 +439,7 @@ async function submitEdit(req) {
       : e.status === "rolled_back" ? `Edit ${short(id)} was rolled back.`
       : `Edit ${short(id)}: ${e.status}…`;
   });
-  refreshModel();
+  await refreshModel();
   refreshVersions();
   if (edit.status !== "applied") return;
 
