@@ -300,3 +300,49 @@ def test_a_401_asks_for_a_key_and_keeps_it_for_the_tab(page, service):
         expect(page.locator("#ask-answer-title")).to_contain_text("(newest) answers")
     finally:
         service.gate.on = False
+
+
+# WCAG 2 contrast of every visible text against the first opaque background behind it.
+CONTRAST_JS = """
+() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+                                     .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n; (n = walker.nextNode()); ) {
+    const el = n.parentElement;
+    if (!n.textContent.trim() || !el.checkVisibility() || el.closest("[aria-hidden=true], .sr-only, button:disabled")) continue;
+    const style = getComputedStyle(el);
+    const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) out.push(`${el.tagName}.${el.className} "${n.textContent.trim().slice(0, 30)}": ${ratio.toFixed(2)}`);
+  }
+  for (const input of document.querySelectorAll("input[placeholder], textarea[placeholder]")) {
+    if (!input.checkVisibility() || input.value) continue;
+    const c = rgb(getComputedStyle(input, "::placeholder").color).slice(0, 3);
+    const ratio = (Math.max(lum(c), lum(background(input))) + 0.05) / (Math.min(lum(c), lum(background(input))) + 0.05);
+    if (ratio < 4.5) out.push(`placeholder of #${input.id}: ${ratio.toFixed(2)}`);
+  }
+  return out;
+}
+"""
+
+
+def test_text_meets_wcag_aa_contrast_in_every_view(page, service):
+    """Run after the main flow, so History has edits of several statuses and Edit has no result yet."""
+    for view in ("ask", "edit", "history"):
+        open_console(page, service, view)
+        if view == "history":
+            expect(page.locator("#versions li").first).to_be_visible()
+            expect(page.locator("#history-rows tr[data-edit]").first).to_be_visible()
+        low = page.evaluate(CONTRAST_JS)
+        assert not low, f"text below WCAG AA contrast in the {view} view: {low}"
