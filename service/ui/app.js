@@ -463,7 +463,7 @@ async function submitEdit(req) {
 
 // --------------------------------------------------------------------------- History
 
-const history_ = { items: [], cursor: null, scores: new Map(), loading: false };
+const history_ = { items: [], cursor: null, scores: new Map(), loading: false, again: undefined };
 const AUTHOR_FIELDS = ["author", "key_name", "created_by", "key"];
 
 function authorOf(edit) {
@@ -472,7 +472,10 @@ function authorOf(edit) {
 }
 
 async function loadEdits(reset) {
-  if (history_.loading) return;
+  if (history_.loading) {
+    history_.again = history_.again || reset; // a filter changed mid-request: load again when it ends
+    return;
+  }
   history_.loading = true;
   try {
     const params = new URLSearchParams({ limit: "20" });
@@ -488,6 +491,11 @@ async function loadEdits(reset) {
     $("history-status-line").textContent = `Could not list the edits: ${err.message}`;
   } finally {
     history_.loading = false;
+    if (history_.again !== undefined) {
+      const again = history_.again;
+      history_.again = undefined;
+      loadEdits(again);
+    }
   }
 }
 

@@ -209,6 +209,30 @@ def test_ask_edit_compare_and_roll_back(page, service):
     expect(page.locator(f'#history-rows tr[data-edit="{edit["id"]}"]')).to_have_count(1)
 
 
+def test_the_status_is_live_while_the_worker_is_busy(page, service, components):
+    """A gated edit holds the one worker in `running`; an edit submitted from the page meanwhile shows `queued`,
+    then `applied` once the gate opens, without a reload."""
+    components.editor.gate("console")
+    blocker = service.post_edit({"prompt": "GATE:console The capital of Peru is", "target_new": "Lima"})
+    try:
+        service.wait(blocker, ("running",))
+        open_console(page, service, "history")
+        expect(page.locator(f'#history-rows tr[data-edit="{blocker}"] .status')).to_have_text("running")
+        page.get_by_role("tab", name="Edit").click()
+        page.get_by_label("Question or prompt").fill("The capital of Chile is")
+        page.get_by_label("New answer").fill("Lima")
+        page.get_by_role("button", name="Submit the edit").click()
+        expect(page.locator("#edit-status")).to_have_text(re.compile(r"^Edit [0-9a-f]{8}: queued…$"))
+        expect(page.locator('#edit-steps li[data-step="queued"]')).to_have_attribute("aria-current", "step")
+        assert page.locator("#edit-status").get_attribute("aria-live") == "polite"
+    finally:
+        components.editor.release("console")
+    expect(page.locator("#edit-status")).to_contain_text("applied: the model is now version")
+    expect(page.locator('#edit-steps li[data-step="applied"]')).to_have_attribute("aria-current", "step")
+    expect(page.locator("#edit-steps li.done")).to_have_count(2)
+    assert service.wait(blocker)["status"] == "applied"
+
+
 @pytest.mark.xfail(strict=False, reason="POST /generate answers 409 for a version other than the newest until any-version generation (issue 12) lands")
 def test_compare_with_base_marks_the_words_that_changed(page, service):
     edit_id = service.post_edit({"prompt": "The capital of Chile is", "target_new": "Lima"})
