@@ -20,3 +20,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "installing redis-server"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi
 fi
+# The web console's browser tests drive the system chromium through Playwright
+# (Playwright's own browser download is not reachable here).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi
+fi

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from . import errors
 from .components import Components
-from .routes import ROUTERS
+from .routes import ROUTERS, ui
 from .runtime import open_runtime
 from .settings import Settings
 
@@ -34,4 +34,5 @@ def create_app(settings: Settings, *, components: Components | None = None) -> F
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    ui.mount(app)
     return app

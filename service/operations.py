@@ -36,6 +36,8 @@ from .schemas import (
     GenerateRequest,
     MetricsPublic,
     ModelPublic,
+    VersionPage,
+    VersionPublic,
 )
 from .store import EditRow
 
@@ -161,6 +163,13 @@ def model_info(rt: Runtime) -> ModelPublic:
         device=str(first.device),
         dtype=str(first.dtype).removeprefix("torch."),
     )
+
+
+def list_versions(rt: Runtime, *, limit: int, before: int | None) -> VersionPage:
+    rows = rt.store.list_versions(limit=limit + 1, before=before)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return VersionPage(items=[VersionPublic.from_row(v) for v in rows], next_cursor=rows[-1].version if more else None)
 
 
 def prepare_generation(rt: Runtime, req: GenerateRequest):

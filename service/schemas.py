@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from .records import DEFAULT_TASK, EditStatus
-from .store import EditRow
+from .store import EditRow, VersionRow
 
 MAX_TEXT = 2000  # characters per prompt or answer; edits are about one fact
 MAX_PAIRS = 32  # rephrase prompts, locality or portability pairs per record
@@ -179,6 +179,23 @@ class ModelPublic(BaseModel):
     active_edits: list[str] = Field(description="edit ids in force, in commit order")
     device: str
     dtype: str
+
+
+class VersionPublic(BaseModel):
+    version: int
+    cause: str = Field(description="what made it: `base`, `edit:<id>` or `rollback:<id>`")
+    state_sha256: str = Field(description="sha256 of the edited weights of this version")
+    created_at: datetime
+    active_count: int = Field(description="edits in force in this version")
+
+    @classmethod
+    def from_row(cls, row: VersionRow) -> "VersionPublic":
+        return cls(version=row.version, cause=row.cause, state_sha256=row.state_sha256, created_at=_time(row.created_at), active_count=len(row.active))
+
+
+class VersionPage(BaseModel):
+    items: list[VersionPublic]
+    next_cursor: int | None = Field(None, description="pass as `before` for the next page; null on the last")
 
 
 class Health(BaseModel):

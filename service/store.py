@@ -355,6 +355,15 @@ class Store:
         row = self._one("SELECT * FROM versions WHERE version = ?", (version,))
         return self._version_row(row) if row else None
 
+    def list_versions(self, *, limit: int, before: int | None) -> list[VersionRow]:
+        """Newest first; `before` is the cursor (the last version of the previous page)."""
+        sql, args = "SELECT * FROM versions", ()
+        if before is not None:
+            sql, args = sql + " WHERE version < ?", (before,)
+        with self._mutex:
+            rows = self._db.execute(sql + " ORDER BY version DESC LIMIT ?", (*args, limit)).fetchall()
+        return [self._version_row(r) for r in rows]
+
     @staticmethod
     def _version_row(row: sqlite3.Row) -> VersionRow:
         d = dict(row)
