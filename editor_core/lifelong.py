@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -56,14 +57,17 @@ CAPABILITY_TEXT = (
 
 
 class Holding:
-    """How a set of active edits turns into the weights a question runs on."""
+    """How a set of active edits turns into the model a batch of questions runs on."""
 
     name: str
 
+    def __init__(self, base: dict[str, torch.Tensor]):
+        self.base = base
+
     def add(self, edit_id: str, record: EditRecord, delta: Delta | None) -> None: ...
 
-    def groups(self, questions: Sequence[str]) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
-        """(weights, indices of the questions that run on them), covering every question once."""
+    def rows(self, model, questions: Sequence[str]):
+        """A context in which `model` answers row i of a batch as `questions[i]` would be answered."""
         ...
 
     def weights_now(self) -> dict[str, torch.Tensor]:
@@ -80,8 +84,9 @@ class Summed(Holding):
 
     name = "summed"
 
-    def __init__(self, base: dict[str, torch.Tensor]):
-        self.base, self.deltas = base, []
+    def __init__(self, base):
+        super().__init__(base)
+        self.deltas: list[Delta] = []
         self._weights = dict(base)
 
     def add(self, edit_id, record, delta):
@@ -89,8 +94,10 @@ class Summed(Holding):
             self.deltas.append(delta)
             self._weights = materialize(self.base, self.deltas)
 
-    def groups(self, questions):
-        yield self._weights, list(range(len(questions)))
+    @contextmanager
+    def rows(self, model, questions):
+        load_weights(model, self._weights)
+        yield
 
     def weights_now(self):
         return self._weights
@@ -100,24 +107,28 @@ class Summed(Holding):
 
 
 class Routed(Holding):
-    """A routed memory: each question runs on the base plus its edit's delta alone."""
+    """A routed memory: each question runs on the base plus its edit's delta alone.
+
+    For throughput the evaluation adds each row's delta as a low-rank term
+    (y += x Rᵀ Lᵀ) instead of building one weight set per edit; the service
+    builds the weights (`service.state`). Both are the base plus one delta."""
 
     name = "routed"
 
-    def __init__(self, base: dict[str, torch.Tensor], router: RouterConfig | None = None):
-        self.base = base
+    def __init__(self, base, router: RouterConfig | None = None):
+        super().__init__(base)
         self.memory = RoutedMemory(config=router or RouterConfig())
 
     def add(self, edit_id, record, delta):
         if delta is not None:
             self.memory.append(MemoryEntry(edit_id, delta, scope_of(record.prompt)))
 
-    def groups(self, questions):
-        by_entry: dict[int, list[int]] = {}
-        for i, q in enumerate(questions):
-            by_entry.setdefault(self.memory.route(q).index, []).append(i)
-        for e, idx in sorted(by_entry.items()):
-            yield (self.base if e < 0 else materialize(self.base, [self.memory.entries[e].delta])), idx
+    @contextmanager
+    def rows(self, model, questions):
+        load_weights(model, self.base)
+        entries = [self.memory.route(q).entry for q in questions]
+        with row_deltas(model, [e.delta if e is not None else None for e in entries]):
+            yield
 
     def weights_now(self):
         return self.base  # every edit is computed on the base: the memory never mixes deltas
@@ -129,6 +140,36 @@ class Routed(Holding):
                 if n in e.delta.factors:
                     out[n] = max(out[n], float(e.delta.dense(n).norm() / w.float().norm()))
         return out
+
+
+@contextmanager
+def row_deltas(model, deltas: Sequence[Delta | None]):
+    """Forward hooks that add, to row i of every batch, the output change of
+    `deltas[i]` (None: nothing). Only nn.Linear weights (W is out x in)."""
+    names = sorted({n for d in deltas if d is not None for n in d.factors})
+    handles = []
+    for name in names:
+        rows = [i for i, d in enumerate(deltas) if d is not None and name in d.factors]
+        rank = max(deltas[i].factors[name][0].shape[1] for i in rows)
+        module = model.get_submodule(name.rsplit(".", 1)[0])
+        w = module.weight
+        left = torch.zeros(len(deltas), w.shape[0], rank, dtype=w.dtype, device=w.device)
+        right = torch.zeros(len(deltas), rank, w.shape[1], dtype=w.dtype, device=w.device)
+        for i in rows:
+            lf, rf = deltas[i].factors[name]
+            left[i, :, : lf.shape[1]] = lf.to(w)
+            right[i, : rf.shape[0]] = rf.to(w)
+
+        def hook(mod, inputs, output, left=left, right=right):
+            x = inputs[0]  # (B, T, in)
+            return output + torch.einsum("bor,btr->bto", left, torch.einsum("bri,bti->btr", right, x))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # --------------------------------------------------------------------------- methods
@@ -166,32 +207,30 @@ def apply_edit(method: Method, model, tok, spec, holding: Holding, edit_id: str,
 # --------------------------------------------------------------------------- measuring
 
 
+def _batched(holding: Holding, model, questions, fn, batch_size: int = 16) -> list:
+    """fn(indices) -> one result per index, run batch by batch with each row on its own edit."""
+    out: list = []
+    for start in range(0, len(questions), batch_size):
+        idx = list(range(start, min(start + batch_size, len(questions))))
+        with holding.rows(model, [questions[i] for i in idx]):
+            out += fn(idx)
+    return out
+
+
 def answer(model, tok, holding: Holding, questions: Sequence[str], prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
-    """Greedy answers to `prompts`, each run on the weights its `question` routes to."""
-    out: list[str | None] = [None] * len(prompts)
-    for weights, idx in holding.groups(questions):
-        load_weights(model, weights)
-        for i, text in zip(idx, metrics.generate_answers(model, tok, [prompts[i] for i in idx], max_new_tokens=max_new_tokens)):
-            out[i] = text
-    return out  # type: ignore[return-value]
+    """Greedy answers to `prompts`, each row run on what its `question` routes to."""
+    return _batched(holding, model, questions, lambda idx: metrics.generate_answers(
+        model, tok, [prompts[i] for i in idx], max_new_tokens=max_new_tokens, batch_size=len(idx)))
 
 
 def teacher_forced(model, tok, holding: Holding, questions, prompts, answers) -> list[float]:
-    out: list[float] = [0.0] * len(prompts)
-    for weights, idx in holding.groups(questions):
-        load_weights(model, weights)
-        for i, s in zip(idx, metrics.teacher_forced_accuracy(model, tok, [prompts[i] for i in idx], [answers[i] for i in idx])):
-            out[i] = s
-    return out
+    return _batched(holding, model, questions, lambda idx: metrics.teacher_forced_accuracy(
+        model, tok, [prompts[i] for i in idx], [answers[i] for i in idx], batch_size=len(idx)))
 
 
 def argmax_answers(model, tok, holding: Holding, questions, prompts, answers) -> list[torch.Tensor]:
-    out: list = [None] * len(prompts)
-    for weights, idx in holding.groups(questions):
-        load_weights(model, weights)
-        for i, a in zip(idx, metrics.answer_argmax(model, tok, [prompts[i] for i in idx], [answers[i] for i in idx])):
-            out[i] = a
-    return out
+    return _batched(holding, model, questions, lambda idx: metrics.answer_argmax(
+        model, tok, [prompts[i] for i in idx], [answers[i] for i in idx], batch_size=len(idx)))
 
 
 @torch.inference_mode()
@@ -282,11 +321,8 @@ def measure(model, tok, holding: Holding, probes: Probes, n: int, reference: dic
     # health: fluency where the edits apply (continuations of the first edits' prompts),
     # and the perplexity of a fixed unrelated text
     flu_q = [r.prompt for r in probes.records[: min(n, probes.n_fluency)]]
-    flu: list[float] = [0.0] * len(flu_q)
-    for weights, idx in holding.groups(flu_q):
-        load_weights(model, weights)
-        for i, f in zip(idx, metrics.fluency(model, tok, [flu_q[i] for i in idx], max_new_tokens=40)):
-            flu[i] = f
+    flu = _batched(holding, model, flu_q, lambda idx: metrics.fluency(
+        model, tok, [flu_q[i] for i in idx], max_new_tokens=40, batch_size=len(idx)))
     base_flu = reference.setdefault("fluency", {})
     todo = [q for q in flu_q if q not in base_flu]
     if todo:
@@ -295,10 +331,10 @@ def measure(model, tok, holding: Holding, probes: Probes, n: int, reference: dic
     if "perplexity" not in reference:
         load_weights(model, holding.base)
         reference["perplexity"] = perplexity(model, tok, CAPABILITY_TEXT)
-    load_weights(model, next(iter(holding.groups([CAPABILITY_TEXT])))[0])
     unedited = sum(base_flu[q] for q in flu_q)
     res["fluency_ratio"] = sum(flu) / unedited if unedited else None
-    res["perplexity_ratio"] = perplexity(model, tok, CAPABILITY_TEXT) / reference["perplexity"]
+    with holding.rows(model, [CAPABILITY_TEXT]):
+        res["perplexity_ratio"] = perplexity(model, tok, CAPABILITY_TEXT) / reference["perplexity"]
     ratios = holding.norm_ratios()
     res["norm_ratio_max"] = max(ratios.values()) if ratios else 0.0
     res["norm_ratio"] = ratios

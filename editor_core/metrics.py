@@ -34,7 +34,7 @@ from collections import Counter
 from typing import Iterator, Sequence
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from editor_core.tokens import IGNORE, encode_pairs, encode_prompts, end_of_text_ids, join_answer
 
@@ -283,6 +283,30 @@ def _greedy_config(model, tokenizer, max_new_tokens: int):
     return cfg
 
 
+_STOP_TOKENS: dict[tuple[int, tuple[str, ...]], frozenset[int]] = {}
+
+
+def stop_token_ids(tokenizer, stops: Sequence[str]) -> frozenset[int]:
+    """Token ids whose text holds any of `stops` (one scan of the vocabulary per
+    tokenizer; transformers' `stop_strings` rebuilds its tables on every call)."""
+    key = (id(tokenizer), tuple(stops))
+    if key not in _STOP_TOKENS:
+        ids = range(len(tokenizer))
+        texts = tokenizer.batch_decode([[i] for i in ids])
+        _STOP_TOKENS[key] = frozenset(i for i, t in zip(ids, texts) if any(s in t for s in stops))
+    return _STOP_TOKENS[key]
+
+
+class _StopTokens(StoppingCriteria):
+    """A row is done once it has generated a token holding a stop string."""
+
+    def __init__(self, ids: frozenset[int]):
+        self.ids = torch.tensor(sorted(ids))
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.isin(input_ids[:, -1], self.ids.to(input_ids.device))
+
+
 @torch.inference_mode()
 def _generate_ids(
     model, tokenizer, prompts: Sequence[str], max_new_tokens: Sequence[int], batch_size: int, stop_at_eos: bool = True,
@@ -301,8 +325,7 @@ def _generate_ids(
         cfg = _greedy_config(model, tokenizer, max(budgets))
         if not stop_at_eos:  # a fixed-length continuation: EOS is suppressed
             cfg.min_new_tokens = max(budgets)
-        extra = {"tokenizer": tokenizer} if stop_strings else {}
-        cfg.stop_strings = list(stop_strings) or None
+        extra = {"stopping_criteria": StoppingCriteriaList([_StopTokens(stop_token_ids(tokenizer, stop_strings))])} if stop_strings else {}
         gen = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=cfg, **extra
         )
