@@ -1,6 +1,7 @@
 """The `instructedit` console script: the science commands of
 `editor_core.cli` plus `serve`, which lives here so that editor_core never
-imports the service."""
+imports the service, and the commands for a running service (`edits ...`,
+`ask`, `info`; service/remote.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from typing import Optional
 import typer
 
 from editor_core.cli import app
+
+from . import remote
+
+remote.install(app)
 
 
 @app.command()
