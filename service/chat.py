@@ -7,7 +7,10 @@ work on any model; an instruct model is only ever run with its own template.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
+
+from editor_core.records import EditRecord
 
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
@@ -31,3 +34,16 @@ def render(tokenizer, messages: Sequence[dict]) -> str:
         return tokenizer.apply_chat_template(list(messages), chat_template=template, tokenize=False, add_generation_prompt=True)
     except Exception as e:  # jinja's TemplateError, or the template's own raise_exception
         raise TemplateFailed(f"the chat template refused these messages: {e}") from e
+
+
+def for_editor(record: EditRecord, tokenizer) -> EditRecord:
+    """The record the editor computes the delta on. An edit stated as chat
+    (`extra["asked_as"] == "chat"`) is computed on its question as the chat
+    template puts it to the model (the assistant's turn opened), so the new
+    answer shows where it was asked for. The stored record keeps the plain
+    question. On SmolLM2-135M with the shipped editor, 3 of 3 chat answers
+    then carried the new answer, against 1 of 3 when the delta was computed
+    on the plain question (tests/service/test_smollm2.py)."""
+    if record.extra.get("asked_as") != "chat":
+        return record
+    return dataclasses.replace(record, prompt=render(tokenizer, [{"role": "user", "content": record.prompt}]))
