@@ -177,7 +177,10 @@ async def completion(rt: Runtime, plan: Plan) -> Completion:
 
 
 def _data(model) -> str:
-    body = model if isinstance(model, dict) else model.model_dump(mode="json", exclude_none=False)
+    body = model if isinstance(model, dict) else model.model_dump(mode="json")
+    for choice in body.get("choices", []):
+        if "delta" in choice:  # OpenAI leaves out what a delta does not carry (the last one is {})
+            choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
     return f"data: {json.dumps(body)}\n\n"
 
 

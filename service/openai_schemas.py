@@ -137,6 +137,7 @@ class ChatChoice(BaseModel):
 
 class _Answer(BaseModel):
     id: str
+    object: str  # each answer type fixes it
     created: int
     model: str = Field(description="<name>@v<K>: the version that answered")
     system_fingerprint: str = Field(description="the first 16 hex digits of the version's state_sha256")
