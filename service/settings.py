@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(10, ge=0, description="snapshot the edited weights every K versions (0: never)")
     max_new_tokens: int = Field(256, ge=1, description="cap on max_new_tokens per generation")
     # Each cached version holds its own copy of the edited weights (SmolLM2-135M:
-    # 3 blocks' MLP, ~32 MB in fp32); the rest of the model is shared.
+    # 3 blocks' MLP, 30.4 MB in fp32); the rest of the model is shared.
     version_cache_size: int = Field(4, ge=1, description="versions kept built for pinned requests (LRU); older ones are rebuilt from the store")
     max_concurrent_generations: int = Field(2, ge=1, description="generations running at once; more wait")
     max_tries: int = Field(3, ge=1, description="tries per job before it is marked failed (crashes count)")

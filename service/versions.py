@@ -9,7 +9,7 @@ but the edited weights; the newest version is never touched.
 The bound on what this costs:
 
 * memory: at most `size` versions are kept built (least recently used goes
-  first); each one holds its own edited weights (SmolLM2-135M: ~32 MB in fp32)
+  first); each one holds its own edited weights (SmolLM2-135M: 30.4 MB in fp32)
   and a shell of module objects. A version being generated on stays alive
   until its generations end, as with the served one.
 * time: a version not in the cache is rebuilt once, one rebuild at a time
