@@ -17,7 +17,7 @@ from typing import AsyncIterator
 
 from . import chat as chat_template
 from . import operations as ops
-from .errors import Problem, openai_error
+from .errors import TYPE_BASE, Problem, openai_error
 from .generation import Ask, Generated, Sampling, stream_text
 from .openai_schemas import (
     AssistantMessage,
@@ -206,7 +206,7 @@ async def stream(rt: Runtime, plan: Plan, *, chat: bool, include_usage: bool) ->
                 outs.append(payload)
                 yield chunk(i, "" if not chat else None, _finish(payload))
             else:  # the stream has begun: the error goes in it (OpenAI's SDKs raise it)
-                yield _data(openai_error(500, "generation-failed", payload))
+                yield _data(openai_error(500, TYPE_BASE + "generation-failed", payload))
                 yield DONE
                 return
     if include_usage:
