@@ -1,6 +1,7 @@
 """The `instructedit` console script: the science commands of
 `editor_core.cli` plus `serve`, which lives here so that editor_core never
-imports the service. (The command is `serve_command`; the function it runs is
+imports the service, and the commands for a running service (`edits ...`,
+`ask`, `info`; service/remote.py). (The command is `serve_command`; the function it runs is
 `service.server.serve`.)"""
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import typer
 
 from editor_core.cli import app
 
+from . import remote
 from .server import serve
 from .settings import Settings
+
+remote.install(app)
 
 
 @app.command("serve")

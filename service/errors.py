@@ -4,6 +4,10 @@ Code raises `Problem(status, title, detail)`; the handlers installed by
 `install` also turn FastAPI's validation errors (422), Starlette's HTTP
 errors (404 for unknown routes, 405, ...) and anything unexpected (500) into
 the same shape, so a client parses one error format.
+
+Under `/v1` (the OpenAI-compatible routes) the same errors take OpenAI's shape,
+`{"error": {"message", "type", "param", "code"}}`, which OpenAI's SDKs parse;
+there a validation error is a 400, as OpenAI answers it.
 """
 
 from __future__ import annotations
@@ -48,9 +52,35 @@ class ProblemDetails(BaseModel):
     instance: str | None = None
 
 
+OPENAI_PREFIX = "/v1/"
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
+                409: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def openai_error(status: int, type_: str, detail: str, *, param: str | None = None) -> dict:
+    """The body of an error on /v1. `code` is the problem type's last part, in snake case."""
+    kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    code = type_.removeprefix(TYPE_BASE).replace("-", "_") if type_.startswith(TYPE_BASE) else None
+    return {"error": {"message": detail, "type": kind, "param": param, "code": code}}
+
+
 def problem_response(request: Request, status: int, type_: str, title: str, detail: str, headers=None, **extra) -> JSONResponse:
+    if request.url.path.startswith(OPENAI_PREFIX):
+        param = extra.get("param")
+        if type_ == TYPE_BASE + "validation":
+            param = _param(extra.get("errors") or [])
+        status = 400 if status == 422 else status  # OpenAI answers every invalid request with 400
+        return JSONResponse(openai_error(status, type_, detail, param=param), status_code=status, headers=headers)
     body = {"type": type_, "title": title, "status": status, "detail": detail, "instance": request.url.path, **extra}
     return JSONResponse(jsonable_encoder(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _param(errors: list[dict]) -> str | None:
+    """The request field a validation error is about, as OpenAI names it (`messages.0.role`)."""
+    if not errors:
+        return None
+    loc = [str(p) for p in errors[0]["loc"]]
+    return ".".join(loc[1:] if loc[:1] == ["body"] else loc) or None
 
 
 async def _problem(request: Request, exc: Problem) -> JSONResponse:

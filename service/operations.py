@@ -15,18 +15,18 @@ import binascii
 import hashlib
 import json
 import logging
-import time
 import uuid
 
 from editor_core import instructions
 
 from .errors import Problem, not_found
-from .generation import Generated, Sampling, encode_prompt, generate, max_positions
+from .generation import Ask, Sampling, answer_async, encode_prompt, max_positions
 from .queue import Job, QueueUnavailable
 from .records import DEFAULT_TASK, EditStatus
 from .runtime import Runtime
 from .schemas import (
     EditBatchCreate,
+    EditChatCreate,
     EditCreate,
     EditMetrics,
     EditorPublic,
@@ -40,6 +40,7 @@ from .schemas import (
     VersionPublic,
 )
 from .store import EditRow
+from .versions import VersionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,10 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- edits
 
 
-async def submit_edit(rt: Runtime, *, body: EditCreate | EditBatchCreate, idempotency_key: str | None) -> EditRow:
-    """Store the edit (or find the one this Idempotency-Key already made), then enqueue it."""
-    records = body.edits if isinstance(body, EditBatchCreate) else [body]
+async def submit_edit(rt: Runtime, *, body: EditCreate | EditChatCreate | EditBatchCreate, idempotency_key: str | None) -> EditRow:
+    """Store the edit (or find the one this Idempotency-Key already made), then
+    enqueue it. An edit stated as chat is stored as its question and answer."""
+    records = body.as_edits() if isinstance(body, EditBatchCreate) else [body.to_edit() if isinstance(body, EditChatCreate) else body]
     _check_tasks(rt, records)
     dumped = [r.model_dump(mode="json") for r in records]
     request_sha = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
@@ -172,30 +174,47 @@ def list_versions(rt: Runtime, *, limit: int, before: int | None) -> VersionPage
     return VersionPage(items=[VersionPublic.from_row(v) for v in rows], next_cursor=rows[-1].version if more else None)
 
 
-def prepare_generation(rt: Runtime, req: GenerateRequest):
-    """(snapshot, prompt ids, sampling) for a request, checked against the settings
-    and the served version; the snapshot is read once and used throughout."""
+async def snapshot_at(rt: Runtime, version: int | None):
+    """The snapshot of a stored version (None: the newest), rebuilt off the event
+    loop when it is not cached (`versions.Versions`); 404 if the store lacks it."""
+    try:
+        return await asyncio.to_thread(rt.versions.get, version)
+    except VersionNotFound as e:
+        raise Problem(404, "version-not-found", str(e), title="Version not found", newest_version=e.newest) from None
+
+
+def check_max_tokens(rt: Runtime, asked: int, name: str = "max_new_tokens") -> None:
     cap = rt.settings.max_new_tokens
-    if req.max_new_tokens > cap:
-        raise Problem(422, "max-new-tokens", f"max_new_tokens {req.max_new_tokens} is above this service's cap of {cap}")
-    snap = rt.state.current()
-    if req.version is not None and req.version != snap.version:
-        raise Problem(409, "version-not-served", f"version {req.version} is not served; the current version is {snap.version}",
-                      current_version=snap.version)
+    if asked > cap:
+        raise Problem(422, name.replace("_", "-"), f"{name} {asked} is above this service's cap of {cap}", param=name)
+
+
+def encode(rt: Runtime, snap, text: str, max_new_tokens: int, *, special: bool = True) -> list[int]:
     with rt.tokenizer_lock:
-        ids = encode_prompt(rt.components.tokenizer, req.prompt, max_positions=max_positions(snap.model), max_new_tokens=req.max_new_tokens)
+        ids = encode_prompt(rt.components.tokenizer, text, max_positions=max_positions(snap.model), max_new_tokens=max_new_tokens, special=special)
     if not ids:
         raise Problem(422, "empty-prompt", "the prompt encodes to no tokens")
-    return snap, ids, Sampling(req.max_new_tokens, req.temperature, req.top_p, req.seed)
+    return ids
+
+
+async def prepare_generation(rt: Runtime, req: GenerateRequest) -> Ask:
+    """The request resolved against the settings and the store: the version
+    (any stored one; the newest by default) is read once and used throughout."""
+    check_max_tokens(rt, req.max_new_tokens)
+    snap = await snapshot_at(rt, req.version)
+    ids = encode(rt, snap, req.prompt, req.max_new_tokens)
+    return Ask(snap, req.prompt, ids, Sampling(req.max_new_tokens, req.temperature, req.top_p, req.seed))
+
+
+async def run(rt: Runtime, ask: Ask):
+    """Generate on `ask` once a slot is free, timing it."""
+    return await answer_async(ask, rt.components.tokenizer, slots=rt.generation_slots, on_done=rt.telemetry.generation_latency.observe)
 
 
 async def generate_text(rt: Runtime, req: GenerateRequest) -> GeneratePublic:
-    snap, ids, sampling = prepare_generation(rt, req)
-    async with rt.generation_slots:
-        started = time.perf_counter()
-        out: Generated = await asyncio.to_thread(generate, snap.model, rt.components.tokenizer, ids, sampling)
-        rt.telemetry.generation_latency.observe(time.perf_counter() - started)
-    return GeneratePublic(text=out.text, model_version=snap.version, tokens=out.tokens, finish_reason=out.finish_reason)
+    ask = await prepare_generation(rt, req)
+    out = await run(rt, ask)
+    return GeneratePublic(text=out.text, model_version=ask.snapshot.version, tokens=out.tokens, finish_reason=out.finish_reason)
 
 
 # --------------------------------------------------------------------------- health

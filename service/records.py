@@ -34,7 +34,7 @@ def decode_record(stored: dict, source: str) -> EditRecord:
         locality=tuple(Probe(p["prompt"], p["answer"]) for p in stored.get("locality") or ()),
         portability=tuple(Probe(p["prompt"], p["answer"]) for p in stored.get("portability") or ()),
         source=source,
-        extra={"instruction": stored["instruction"]} if stored.get("instruction") else {},
+        extra={k: stored[k] for k in ("instruction", "asked_as") if stored.get(k)},
     )
 
 

@@ -23,6 +23,7 @@ from .settings import Settings
 from .state import ModelState
 from .store import Store
 from .telemetry import Telemetry
+from .versions import Versions
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Runtime:
     # Serving-side tokenizer use (encode/decode): the Rust tokenizer is not
     # safe against concurrent calls that reconfigure it; the worker has a copy.
     tokenizer_lock: threading.Lock
+    versions: Versions  # any stored version, for pinned requests (a small LRU of built ones)
 
 
 @asynccontextmanager
@@ -72,7 +74,8 @@ async def open_runtime(settings: Settings, components: Components | None = None,
         if start_worker:
             worker.start()
         slots = asyncio.Semaphore(settings.max_concurrent_generations)
-        yield Runtime(settings, components, store, state, queue, worker, telemetry, slots, threading.Lock())
+        versions = Versions(state, store, size=settings.version_cache_size)
+        yield Runtime(settings, components, store, state, queue, worker, telemetry, slots, threading.Lock(), versions)
     finally:
         if worker is not None:
             await worker.stop()

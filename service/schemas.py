@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from .records import DEFAULT_TASK, EditStatus
 from .store import EditRow, VersionRow
@@ -28,11 +28,9 @@ class PairIn(Strict):
     answer: Text
 
 
-class EditCreate(Strict):
-    """One fact to edit: `prompt` should be answered with `target_new`."""
+class _EditFields(Strict):
+    """What an edit may carry besides its question and answer."""
 
-    prompt: Text
-    target_new: Text
     subject: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
     task: ShortText | None = Field(None, description=f"instruction task; default {DEFAULT_TASK!r}")
     instruction: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = Field(
@@ -43,18 +41,74 @@ class EditCreate(Strict):
     portability: list[PairIn] = Field(default_factory=list, max_length=MAX_PAIRS)
 
 
+class EditCreate(_EditFields):
+    """One fact to edit: `prompt` should be answered with `target_new`."""
+
+    prompt: Text
+    target_new: Text
+    # Left out of stored records when "prompt", so requests made before it existed keep their hash (idempotency).
+    asked_as: Literal["prompt", "chat"] = Field(
+        "prompt", exclude_if=lambda v: v == "prompt",
+        description="`chat` when the edit came as a conversation: `prompt` is then the user's question, plain",
+    )
+
+
+class ChatTurn(Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Annotated[str, StringConstraints(max_length=8 * MAX_TEXT)]
+
+
+CHAT_SHAPE = "an edit as chat is optional system turns, then one user turn (the question), then one assistant turn (the new answer)"
+
+
+class EditChatCreate(_EditFields):
+    """One fact to edit, stated as chat: the user's question and the answer the
+    assistant should now give. It is stored as an `EditCreate` whose prompt is
+    the question (plain text) and target the answer, with `asked_as: chat`."""
+
+    messages: list[ChatTurn] = Field(min_length=2, max_length=8, description=CHAT_SHAPE)
+
+    @model_validator(mode="after")
+    def _question_then_answer(self) -> "EditChatCreate":
+        roles = [m.role for m in self.messages]
+        if roles[-2:] != ["user", "assistant"] or any(r not in ("system", "developer") for r in roles[:-2]):
+            raise ValueError(f"{CHAT_SHAPE}; got roles {roles}")
+        for turn in self.messages[-2:]:
+            if not turn.content.strip() or len(turn.content) > MAX_TEXT:
+                raise ValueError(f"the {turn.role} turn must hold some text, at most {MAX_TEXT} characters")
+        return self
+
+    def to_edit(self) -> EditCreate:
+        question, answer = self.messages[-2].content, self.messages[-1].content
+        fields = self.model_dump(exclude={"messages"})
+        return EditCreate(prompt=question, target_new=answer, asked_as="chat", **fields)
+
+
+def _one_kind(value: Any) -> str:
+    return "chat" if isinstance(value, dict) and "messages" in value else "single"
+
+
+EditItem = Annotated[
+    Annotated[EditCreate, Tag("single")] | Annotated[EditChatCreate, Tag("chat")],
+    Discriminator(_one_kind),
+]
+
+
 class EditBatchCreate(Strict):
     """Several facts applied as one version (one delta from all records)."""
 
-    edits: list[EditCreate] = Field(min_length=1, max_length=MAX_BATCH)
+    edits: list[EditItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+    def as_edits(self) -> list[EditCreate]:
+        return [e.to_edit() if isinstance(e, EditChatCreate) else e for e in self.edits]
 
 
 def _edit_kind(value: Any) -> str:
-    return "batch" if isinstance(value, dict) and "edits" in value else "single"
+    return "batch" if isinstance(value, dict) and "edits" in value else _one_kind(value)
 
 
 EditRequest = Annotated[
-    Annotated[EditCreate, Tag("single")] | Annotated[EditBatchCreate, Tag("batch")],
+    Annotated[EditCreate, Tag("single")] | Annotated[EditChatCreate, Tag("chat")] | Annotated[EditBatchCreate, Tag("batch")],
     Discriminator(_edit_kind),
 ]
 
@@ -154,14 +208,14 @@ class GenerateRequest(Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = Field(False, description="server-sent events: `token` events, then one `done` event")
-    version: int | None = Field(None, ge=0, description="409 unless this is the current version")
+    version: int | None = Field(None, ge=0, description="any version in the store (0: the base); default the newest; 404 if unknown")
 
 
 class GeneratePublic(BaseModel):
     text: str
     model_version: int
     tokens: int
-    finish_reason: Literal["length", "eos"]
+    finish_reason: Literal["length", "eos", "stop"]
 
 
 class EditorPublic(BaseModel):

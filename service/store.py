@@ -351,6 +351,12 @@ class Store:
     def head(self) -> VersionRow:
         return self._version_row(self._one("SELECT * FROM versions ORDER BY version DESC LIMIT 1"))
 
+    def versions(self) -> list[VersionRow]:
+        """Every version, oldest first (version 0 is the base)."""
+        with self._mutex:
+            rows = self._db.execute("SELECT * FROM versions ORDER BY version").fetchall()
+        return [self._version_row(r) for r in rows]
+
     def version(self, version: int) -> VersionRow | None:
         row = self._one("SELECT * FROM versions WHERE version = ?", (version,))
         return self._version_row(row) if row else None

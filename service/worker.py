@@ -30,6 +30,7 @@ import torch
 
 from editor_core.records import EditRecord
 
+from . import chat
 from .evaluation import measure
 from .queue import Delivery, Job, JobQueue, QueueUnavailable
 from .records import EditStatus
@@ -275,7 +276,7 @@ class Worker:
 
     def _compute(self, records: list[EditRecord]):
         """The editor on the worker's own tree (its hooks never reach a serving tree)."""
-        delta = self.editor.compute_delta(self.state.work, self.tokenizer, records)
+        delta = self.editor.compute_delta(self.state.work, self.tokenizer, [chat.for_editor(r, self.tokenizer) for r in records])
         for name, (left, right) in delta.factors.items():
             if not (torch.isfinite(left).all() and torch.isfinite(right).all()):
                 raise EditFailed(f"the editor produced non-finite values for {name}")

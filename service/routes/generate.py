@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse
 
 from .. import operations as ops
@@ -17,14 +17,15 @@ router = APIRouter(tags=["generate"])
 @router.post(
     "/generate",
     response_model=GeneratePublic,
-    responses={200: {"content": {"text/event-stream": {}}}, **responses(409, 422)},
+    responses={200: {"content": {"text/event-stream": {}}}, **responses(404, 422)},
 )
-async def generate(rt: RuntimeDep, req: GenerateRequest):
-    """One generation runs wholly on one version, named in the answer."""
+async def generate(rt: RuntimeDep, req: GenerateRequest, response: Response):
+    """One generation runs wholly on one version (the newest, or `version`: any
+    one still in the store), named in the answer and in `X-Model-Version`."""
     if not req.stream:
-        return await ops.generate_text(rt, req)
-    snap, ids, sampling = ops.prepare_generation(rt, req)
-    events = stream_events(
-        snap, rt.components.tokenizer, ids, sampling, slots=rt.generation_slots, on_done=rt.telemetry.generation_latency.observe
-    )
-    return EventSourceResponse(events, headers={"X-Model-Version": str(snap.version)})
+        out = await ops.generate_text(rt, req)
+        response.headers["X-Model-Version"] = str(out.model_version)
+        return out
+    ask = await ops.prepare_generation(rt, req)
+    events = stream_events(ask, rt.components.tokenizer, slots=rt.generation_slots, on_done=rt.telemetry.generation_latency.observe)
+    return EventSourceResponse(events, headers={"X-Model-Version": str(ask.snapshot.version)})

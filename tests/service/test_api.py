@@ -192,8 +192,8 @@ def test_list_pagination_and_status_filter(service):
 def test_generate_checks_and_stream(service):
     assert_problem(service.client.post("/generate", json={"prompt": "hi", "max_new_tokens": 10_000}), 422)
     assert_problem(service.client.post("/generate", json={"prompt": ""}), 422)
-    conflict = assert_problem(service.client.post("/generate", json={"prompt": "hi", "version": 7}), 409)
-    assert conflict["current_version"] == 0
+    missing = assert_problem(service.client.post("/generate", json={"prompt": "hi", "version": 7}), 404)
+    assert missing["newest_version"] == 0 and "version 7" in missing["detail"]
     ok = service.client.post("/generate", json={"prompt": "hi", "max_new_tokens": 4, "version": 0}).json()
     assert ok["model_version"] == 0 and ok["tokens"] <= 4
     seeded = {"prompt": "hi", "max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9, "seed": 3}

@@ -33,3 +33,43 @@ def test_edit_shows_in_generation_and_rollback_restores_it(tmp_path):
         svc.wait(edit_id, ("rolled_back",), timeout=300)
         restored = greedy()
         assert restored["text"] == original["text"] and restored["model_version"] == edit["version"] + 1
+
+
+CHAT_EDITS = [("Which country is the Eiffel Tower in?", "Italy"), ("What is the capital of France?", "Rome"), ("Who wrote Hamlet?", "Charles Dickens")]
+
+
+@pytest.mark.slow
+def test_an_edit_stated_as_chat_changes_the_chat_answer(tmp_path):
+    """Edits posted as conversations, each asked back through /v1/chat/completions
+    with the official openai package, then rolled back; the version an edit
+    made still answers with it when pinned, and version 0 as the base did.
+
+    Each edit is rolled back before the next: with the shipped editor, stacking
+    a second or third edit on SmolLM2 makes the chat answers degenerate
+    (" Rome Rome Rome ...", repeated tokens), the problem of lifelong editing."""
+    openai = pytest.importorskip("openai")
+    settings = Settings(store_dir=tmp_path / "store", redis_url=None, device="cpu", dtype="float32")
+    with Service(settings, None, start_timeout=600) as svc:
+        oai = openai.OpenAI(base_url=f"{svc.url}/v1", api_key="not-checked", max_retries=0, timeout=300)
+
+        def ask(question: str, model: str = "smollm2-135m") -> tuple[str, str]:
+            got = oai.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=12, temperature=0)
+            return got.choices[0].message.content, got.model
+
+        before, versions = {}, {}
+        for question, answer in CHAT_EDITS:
+            before[question], _ = ask(question)
+            assert answer not in before[question], before
+            edit_id = svc.post_edit({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+            edit = svc.wait(edit_id, timeout=300)
+            assert edit["status"] == "applied" and edit["records"][0] == {**edit["records"][0], "prompt": question, "asked_as": "chat"}
+            text, model = ask(question)
+            assert model == f"smollm2-135m@v{edit['version']}" and answer in text, (question, text)
+            versions[question] = edit["version"]
+            svc.client.delete(f"/edits/{edit_id}")
+            svc.wait(edit_id, ("rolled_back",), timeout=300)
+        question, answer = CHAT_EDITS[0]
+        assert ask(question) == (before[question], f"smollm2-135m@v{2 * len(CHAT_EDITS)}")
+        pinned, model = ask(question, f"smollm2-135m@v{versions[question]}")
+        assert answer in pinned and model == f"smollm2-135m@v{versions[question]}"
+        assert ask(question, "smollm2-135m@v0") == (before[question], "smollm2-135m@v0")
