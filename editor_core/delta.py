@@ -27,6 +27,7 @@ class Delta:
 
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
     meta: dict = field(default_factory=dict)
+    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def dense(self, name: str) -> torch.Tensor:
         left, right = self.factors[name]
@@ -49,8 +50,11 @@ class Delta:
         return out
 
     def sha256(self) -> str:
-        """Content hash over parameter names, shapes and fp32 bytes (not metadata)."""
-        return tensors_sha256(self.tensors())
+        """Content hash over parameter names, shapes and fp32 bytes (not metadata).
+        Computed once: a Delta is never changed after it is made."""
+        if self._sha256 is None:
+            self._sha256 = tensors_sha256(self.tensors())
+        return self._sha256
 
     def save(self, path: str | Path) -> str:
         """Write safetensors with self-describing metadata; returns the content sha256."""
@@ -129,3 +133,11 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> No
 def state_sha256(model: torch.nn.Module, names: list[str] | tuple[str, ...]) -> str:
     """sha256 of the named weights as they are in the model now."""
     return tensors_sha256({n: model.get_parameter(n) for n in names})
+
+
+def relative_norm(left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor) -> float:
+    """‖left @ right‖ / ‖weight‖ (Frobenius) without forming the product:
+    ‖LR‖² = trace((LᵀL)(RRᵀ)), two rank x rank matrices."""
+    left, right = left.float(), right.float()
+    sq = torch.trace((left.t() @ left) @ (right @ right.t())).clamp(min=0)
+    return float(sq.sqrt() / weight.float().norm())

@@ -22,6 +22,7 @@ can run beside new edits without waiting for them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -72,11 +73,16 @@ def refit(
     config: RefitConfig = RefitConfig(),
     *,
     rephrasings: tuple[str, ...] = (),
+    more: Sequence[tuple[str, str, tuple[str, ...]]] = (),
 ) -> RefitResult:
-    """`delta` plus a fitted correction; `model` must hold the base weights of `spec`'s params."""
-    forms = question_forms(tokenizer, prompt, rephrasings, chat=config.chat)
-    answer = target + end_of_turn(tokenizer)
-    batch = encode_pairs(tokenizer, forms, [answer] * len(forms), config.max_length).to(model.device)
+    """`delta` plus a fitted correction; `model` must hold the base weights of `spec`'s params.
+    `more` holds further (prompt, target, rephrasings) of the same edit (a batch edit)."""
+    forms, answers = [], []
+    for p, t, reph in [(prompt, target, tuple(rephrasings)), *more]:
+        asked = question_forms(tokenizer, p, reph, chat=config.chat)
+        forms += asked
+        answers += [t + end_of_turn(tokenizer)] * len(asked)
+    batch = encode_pairs(tokenizer, forms, answers, config.max_length).to(model.device)
     runner = SplitRunner(model, spec)
     cut = runner.bottom(batch.input_ids, batch.attention_mask)
     mask = batch.answer_mask
@@ -127,6 +133,17 @@ def refit(
             parts.append((a.detach().float().cpu(), b.detach().float().cpu()))
         if parts:  # ΔW = [L1 L2] @ [R1; R2], still exact factors
             factors[p] = (torch.cat([l for l, _ in parts], dim=1), torch.cat([r for _, r in parts], dim=0))
-    meta = dict(delta.meta) if delta is not None else {}
+    meta = dict(delta.meta) if delta is not None else {"editor": "refit"}
     meta.update({"refit_steps": steps, "refit_took": took})
     return RefitResult(Delta(factors, meta), steps, took)
+
+
+@torch.inference_mode()
+def answers_exactly(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], max_length: int = 128) -> list[bool]:
+    """Per prompt: is every token of `target + EOS` the model's argmax given the
+    ones before it? Then greedy decoding says exactly the target and stops."""
+    answers = [t + end_of_turn(tokenizer) for t in targets]
+    batch = encode_pairs(tokenizer, list(prompts), answers, max_length).to(model.device)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    hit = (logits.argmax(-1) == batch.labels) | ~batch.answer_mask
+    return hit.all(dim=1).tolist()

@@ -1,35 +1,44 @@
-"""Reliability, Generalization, Locality and Portability of one edit, before and after.
+"""How well one edit took, before and after, on the versions the service serves.
 
-Scores are `editor_core.metrics` (EasyEdit's definitions), in %:
-* reliability: prompt -> target_new, teacher-forced token accuracy;
-* generalization: each rephrase prompt -> target_new, the same;
-* portability: the request's portability pairs, the same;
-* locality: the request's locality pairs, agreement of the post-edit argmax
-  answer tokens with the pre-edit ones (so "before" is 100 by definition);
-* probe_locality: the same on the service's fixed probes (`probes.PROBES`).
+Every prompt runs on the tree its question routes to in that version
+(`Snapshot.tree_for`), exactly as a request would. Scores, in %:
+
+By generation (greedy, cut at ".", newline or EOS, SQuAD-normalized exact match;
+the protocol of "The Mirage of Model Editing"):
+* reliability_plain / reliability_chat: the edit prompt, asked plainly and as a
+  user turn in the chat template, answers the target;
+* generalization_plain / generalization_chat: the same for each rephrase prompt;
+* probe_locality_generation: the greedy continuation of each fixed probe
+  (`probes.PROBES`) is identical before and after.
+
+Teacher-forced (EasyEdit's definitions, labelled as such):
+* reliability, generalization, portability: token accuracy of the answer;
+* locality, probe_locality: agreement of the after-edit argmax answer tokens
+  with the before-edit ones (so "before" is 100 by definition).
 
 Prompts are the raw request prompts, without instructions: what a caller of
-`/generate` will send. A set the request did not fill has n = 0 and null
-scores, never a made-up zero.
+`/generate` or `/v1/chat/completions` sends. A set the request did not fill
+has n = 0 and null scores, never a made-up zero.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-import torch
+from typing import Callable, Sequence
 
 from editor_core import metrics
+from editor_core.chat import chat_prompt
 from editor_core.records import EditRecord
 
 from .probes import PROBES
+from .state import Snapshot
 
 ACCURACY_SETS = ("reliability", "generalization", "portability")
 AGREEMENT_SETS = ("locality", "probe_locality")
+GENERATION_SETS = ("reliability_plain", "reliability_chat", "generalization_plain", "generalization_chat")
 
 
 def pair_sets(records: list[EditRecord]) -> dict[str, tuple[list[str], list[str]]]:
-    """(prompts, answers) per metric."""
+    """(questions, answers) per teacher-forced metric."""
     sets: dict[str, tuple[list[str], list[str]]] = {name: ([], []) for name in ACCURACY_SETS + AGREEMENT_SETS}
 
     def add(name: str, prompt: str, answer: str) -> None:
@@ -49,29 +58,64 @@ def pair_sets(records: list[EditRecord]) -> dict[str, tuple[list[str], list[str]
     return sets
 
 
-def measure(
-    model: torch.nn.Module,
-    tokenizer,
-    records: list[EditRecord],
-    *,
-    load: Callable[[dict[str, torch.Tensor]], None],
-    pre: dict[str, torch.Tensor],
-    post: dict[str, torch.Tensor],
-) -> dict[str, dict]:
-    """Scores of `model` with the `pre` weights, then with the `post` weights
-    (`load` puts weights into `model`; it is left holding `post`)."""
+def routed(snap: Snapshot, questions: Sequence[str], fn: Callable[[object, list[int]], list]) -> list:
+    """fn(tree, indices) for each group of questions that route to the same tree; results in question order."""
+    groups: dict[int, tuple[object, list[int]]] = {}
+    for i, q in enumerate(questions):
+        tree = snap.tree_for(q)
+        groups.setdefault(id(tree), (tree, []))[1].append(i)
+    out: list = [None] * len(questions)
+    for tree, idx in groups.values():
+        for i, value in zip(idx, fn(tree, idx)):
+            out[i] = value
+    return out
+
+
+def measure(pre: Snapshot, post: Snapshot, tokenizer, records: list[EditRecord], *, max_new_tokens: int = 32) -> dict[str, dict]:
+    """Scores of `records` on the version before the edit and on the version after it."""
     sets = pair_sets(records)
-    load(pre)
-    before = {name: metrics.teacher_forced_accuracy(model, tokenizer, *sets[name]) for name in ACCURACY_SETS if sets[name][0]}
-    pre_argmax = {name: metrics.answer_argmax(model, tokenizer, *sets[name]) for name in AGREEMENT_SETS if sets[name][0]}
-    load(post)
-    after = {name: metrics.teacher_forced_accuracy(model, tokenizer, *sets[name]) for name in before}
-    agree = {name: metrics.locality(pre_argmax[name], model, tokenizer, *sets[name]) for name in pre_argmax}
-    out = {}
+
+    def accuracy(snap: Snapshot, name: str) -> list[float]:
+        qs, ans = sets[name]
+        return routed(snap, qs, lambda tree, idx: metrics.teacher_forced_accuracy(tree, tokenizer, [qs[i] for i in idx], [ans[i] for i in idx]))
+
+    def argmax(snap: Snapshot, name: str) -> list:
+        qs, ans = sets[name]
+        return routed(snap, qs, lambda tree, idx: metrics.answer_argmax(tree, tokenizer, [qs[i] for i in idx], [ans[i] for i in idx]))
+
+    out: dict[str, dict] = {}
     for name in ACCURACY_SETS:
-        out[name] = {"before": metrics.summarize(before.get(name, [])), "after": metrics.summarize(after.get(name, [])),
-                     "n": len(sets[name][0])}
+        n = len(sets[name][0])
+        before, after = (accuracy(pre, name), accuracy(post, name)) if n else ([], [])
+        out[name] = {"before": metrics.summarize(before), "after": metrics.summarize(after), "n": n}
     for name in AGREEMENT_SETS:
         n = len(sets[name][0])
-        out[name] = {"before": 100.0 if n else None, "after": metrics.summarize(agree.get(name, [])), "n": n}
+        agree = metrics.agreement(argmax(pre, name), argmax(post, name)) if n else []
+        out[name] = {"before": 100.0 if n else None, "after": metrics.summarize(agree), "n": n}
+
+    # by generation
+    asked: dict[str, tuple[list[str], list[str], list[str]]] = {}  # name -> (questions, prompts, targets)
+    for fmt in ("plain", "chat"):
+        def ask(q: str, fmt=fmt) -> str:
+            return q if fmt == "plain" else chat_prompt(tokenizer, q)
+
+        rel = [(r.prompt, r.target_new) for r in records]
+        gen = [(p, r.target_new) for r in records for p in r.rephrase_prompts]
+        asked[f"reliability_{fmt}"] = ([q for q, _ in rel], [ask(q) for q, _ in rel], [t for _, t in rel])
+        asked[f"generalization_{fmt}"] = ([q for q, _ in gen], [ask(q) for q, _ in gen], [t for _, t in gen])
+
+    def answers(snap: Snapshot, questions: list[str], prompts: list[str]) -> list[str]:
+        return routed(snap, questions, lambda tree, idx: metrics.generate_answers(
+            tree, tokenizer, [prompts[i] for i in idx], max_new_tokens=max_new_tokens))
+
+    for name in GENERATION_SETS:
+        qs, prompts, targets = asked[name]
+        scores = {}
+        for when, snap in (("before", pre), ("after", post)):
+            said = answers(snap, qs, prompts) if qs else []
+            scores[when] = metrics.summarize([metrics.answer_exact(s, t) for s, t in zip(said, targets)])
+        out[name] = {**scores, "n": len(qs)}
+    probes = [p.prompt for p in PROBES]
+    same = [float(a == b) for a, b in zip(answers(pre, probes, probes), answers(post, probes, probes))]
+    out["probe_locality_generation"] = {"before": 100.0, "after": metrics.summarize(same), "n": len(probes)}
     return out

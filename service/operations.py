@@ -146,8 +146,9 @@ def edit_metrics(rt: Runtime, *, edit_id: str) -> tuple[int, MetricsPublic]:
 # --------------------------------------------------------------------------- model and generation
 
 
-def model_info(rt: Runtime) -> ModelPublic:
+async def model_info(rt: Runtime) -> ModelPublic:
     snap = rt.state.current()
+    health = await asyncio.to_thread(rt.health.of, snap)
     c = rt.components
     editor = EditorPublic(
         tag=getattr(c.editor, "tag", type(c.editor).__name__),
@@ -164,6 +165,8 @@ def model_info(rt: Runtime) -> ModelPublic:
         active_edits=list(snap.active),
         device=str(first.device),
         dtype=str(first.dtype).removeprefix("torch."),
+        memory=rt.state.memory,
+        health={**{k: v for k, v in health.items() if k != "state_sha256"}, "background_pending": rt.worker.background_pending},
     )
 
 

@@ -41,3 +41,9 @@ def decode_record(stored: dict, source: str) -> EditRecord:
 def decode_records(edit_id: str, stored: list[dict]) -> list[EditRecord]:
     """An edit's records, each with `source` `<edit id>#<index>`."""
     return [decode_record(r, f"{edit_id}#{i}") for i, r in enumerate(stored)]
+
+
+def scope_of_records(records: list[EditRecord]) -> tuple[str, ...]:
+    """The questions a routed memory keys an edit on: each record's prompt and the
+    rephrasings its caller gave (editor_core.routing)."""
+    return tuple(dict.fromkeys(q for r in records for q in (r.prompt, *r.rephrase_prompts)))

@@ -16,7 +16,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from editor_core.refit import RefitConfig
+from editor_core.routing import RouterConfig
+
 from .components import Components, load_components
+from .health import Health
 from .keys import RedisKeys
 from .queue import JobQueue, make_queue
 from .settings import Settings
@@ -43,6 +47,7 @@ class Runtime:
     # safe against concurrent calls that reconfigure it; the worker has a copy.
     tokenizer_lock: threading.Lock
     versions: Versions  # any stored version, for pinned requests (a small LRU of built ones)
+    health: Health  # the edited model's health per version, for GET /model
 
 
 @asynccontextmanager
@@ -51,7 +56,8 @@ async def open_runtime(settings: Settings, components: Components | None = None,
         components = await asyncio.to_thread(load_components, settings)
     components.editor.eval()
     model = components.model
-    state = await asyncio.to_thread(ModelState, model, components.tokenizer, components.editor.spec.edit_params)
+    state = await asyncio.to_thread(ModelState, model, components.tokenizer, components.editor.spec.edit_params,
+                                    memory=settings.memory, router=RouterConfig(threshold=settings.router_threshold))
     identity = {"model": getattr(model, "name_or_path", ""), "edit_params": list(state.names)}
     store = Store.open(settings.store_dir, identity=identity, base_sha256=state.base_sha256)
     queue = worker = None
@@ -70,12 +76,14 @@ async def open_runtime(settings: Settings, components: Components | None = None,
             telemetry=telemetry,
             max_tries=settings.max_tries,
             snapshot_every=settings.snapshot_every,
+            refit=RefitConfig() if settings.refit else None,
         )
         if start_worker:
             worker.start()
         slots = asyncio.Semaphore(settings.max_concurrent_generations)
         versions = Versions(state, store, size=settings.version_cache_size)
-        yield Runtime(settings, components, store, state, queue, worker, telemetry, slots, threading.Lock(), versions)
+        health = Health(state, copy.deepcopy(components.tokenizer))
+        yield Runtime(settings, components, store, state, queue, worker, telemetry, slots, threading.Lock(), versions, health)
     finally:
         if worker is not None:
             await worker.stop()
@@ -87,11 +95,11 @@ async def open_runtime(settings: Settings, components: Components | None = None,
 def _restore(store: Store, state: ModelState) -> None:
     """Serve the store's head version: base + its active deltas."""
     head = store.head()
-    weights = state.build(store, head.active, store.delta_of_edit)
-    snapshot = state.prepare(head.version, head.active, weights)
+    snapshot = state.assemble(head.version, head.active, store.delta_of_edit, store.scope_of,
+                              lambda active: store.best_snapshot(list(active), state.device))
     if snapshot.state_sha256 != head.state_sha256:
         # Same store, other arithmetic (device or library changed): serve what we computed, loudly.
         log.error("rebuilt version %d has state_sha256 %s, the store recorded %s", head.version, snapshot.state_sha256, head.state_sha256)
     state.publish(snapshot)
-    state.load_work(weights)
+    state.load_work(snapshot.weights or state.base)
     log.info("serving version %d (%d active edits)", head.version, len(head.active))

@@ -140,6 +140,10 @@ class EditPublic(BaseModel):
     rolled_back_at: datetime | None
     durations: Durations
     error: str | None
+    took: bool | None = Field(None, description="after applying (and refitting, if it needed one), its prompt generates the "
+                              "target, asked plainly and in the chat template; null until checked")
+    refit: str | None = Field(None, description="null: none needed; `pending` (checking or refitting in the background), "
+                              "`done`, or `failed: <reason>`")
 
     @classmethod
     def from_row(cls, row: EditRow) -> "EditPublic":
@@ -165,7 +169,9 @@ class EditPublic(BaseModel):
                 apply_seconds=span(row.started_at, row.applied_at),
                 total_seconds=span(row.queued_at, row.applied_at),
             ),
-            error=row.error,
+            error=row.error if row.took != 0 else (row.error or "applied, but its prompt does not generate the target"),
+            took=None if row.took is None else bool(row.took),
+            refit=row.refit,
         )
 
 
@@ -185,11 +191,18 @@ class Score(BaseModel):
 
 
 class EditMetrics(BaseModel):
-    reliability: Score
-    generalization: Score
-    locality: Score
-    portability: Score
-    probe_locality: Score
+    """By generation (greedy, exact match of the cut answer; service/evaluation.py) and teacher-forced."""
+
+    reliability_plain: Score | None = Field(None, description="by generation: the edit prompt, asked plainly, answers the target")
+    reliability_chat: Score | None = Field(None, description="by generation: the edit prompt as a user turn in the chat template")
+    generalization_plain: Score | None = Field(None, description="by generation: each rephrase prompt, asked plainly")
+    generalization_chat: Score | None = Field(None, description="by generation: each rephrase prompt in the chat template")
+    probe_locality_generation: Score | None = Field(None, description="by generation: probes whose greedy answer did not change")
+    reliability: Score = Field(description="teacher-forced token accuracy of the target after the edit prompt")
+    generalization: Score = Field(description="teacher-forced, after each rephrase prompt")
+    locality: Score = Field(description="teacher-forced argmax agreement on the request's locality pairs")
+    portability: Score = Field(description="teacher-forced, on the request's portability pairs")
+    probe_locality: Score = Field(description="teacher-forced argmax agreement on the fixed probes")
 
 
 class MetricsPublic(BaseModel):
@@ -233,6 +246,9 @@ class ModelPublic(BaseModel):
     active_edits: list[str] = Field(description="edit ids in force, in commit order")
     device: str
     dtype: str
+    memory: str = Field("routed", description="how edits are held: `routed` (each question meets at most one edit) or `summed`")
+    health: dict | None = Field(None, description="the edited model's health: active edits, largest ‖ΔW‖/‖W‖ a question can meet, "
+                                "background work pending, and the capability set's score against the unedited model")
 
 
 class VersionPublic(BaseModel):

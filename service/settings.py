@@ -8,6 +8,8 @@ Build one `Settings` at the edge (the CLI, a test) and pass it down:
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
@@ -41,6 +43,13 @@ class Settings(BaseSettings):
     # A rollback rebuilds from the newest snapshot whose active list is a prefix
     # of the target, so K bounds the deltas re-added per rebuild by about K.
     snapshot_every: int = Field(10, ge=0, description="snapshot the edited weights every K versions (0: never)")
+    memory: Literal["routed", "summed"] = Field(
+        "routed", description="how edits are held: `routed` (each question runs on the base plus at most one edit, chosen on "
+        "its words; docs/ARCHITECTURE.md) or `summed` (every delta added into the weights; collapses after a few edits)")
+    router_threshold: float = Field(0.44, gt=0.0, le=1.0, description="routed: the similarity a question needs with an edit's "
+                                    "questions to run on that edit (chosen on validation records, bench/lifelong.py)")
+    refit: bool = Field(True, description="routed: when an edit's prompt does not generate its target right away, fit its delta "
+                        "in the background until it does (editor_core/refit.py)")
     max_new_tokens: int = Field(256, ge=1, description="cap on max_new_tokens per generation")
     # Each cached version holds its own copy of the edited weights (SmolLM2-135M:
     # 3 blocks' MLP, 30.4 MB in fp32); the rest of the model is shared.

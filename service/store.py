@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,7 +34,7 @@ from editor_core.delta import Delta
 from editor_core.records import EditRecord
 
 from .artifacts import Artifacts
-from .records import EditStatus, decode_records
+from .records import EditStatus, decode_records, scope_of_records
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE TABLE IF NOT EXISTS snapshots (version INTEGER PRIMARY KEY, active TEXT NOT NULL, file TEXT NOT NULL);
 """
 
+# Columns added after the first stores were made: (table, column, type), added when missing.
+MIGRATIONS = (
+    ("edits", "took", "INTEGER"),  # 1/0: the edit's prompt now generates its target (plain and chat); NULL: not checked yet
+    ("edits", "refit", "TEXT"),  # NULL (none needed), 'pending', 'done', 'failed: <reason>'
+    ("versions", "deltas", "TEXT"),  # JSON {edit id: delta sha256} of the version's active edits
+)
+
 
 class StoreError(RuntimeError):
     """The store cannot be used as asked (locked, or made for another model)."""
@@ -88,6 +95,8 @@ class EditRow:
     error: str | None
     metrics: dict | None
     metrics_error: str | None
+    took: int | None = None
+    refit: str | None = None
 
     def edit_records(self) -> list[EditRecord]:
         """The records to edit, as the editor takes them."""
@@ -121,6 +130,7 @@ class VersionRow:
     state_sha256: str
     created_at: float
     cause: str
+    deltas: dict = field(default_factory=dict)  # edit id -> delta sha256 at this version
 
 
 def edit_job_id(edit_id: str) -> str:
@@ -162,6 +172,9 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
+        for table, column, kind in MIGRATIONS:
+            if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         store = cls(root, db, fd)
         store._check_identity(identity, base_sha256)
         return store
@@ -173,7 +186,8 @@ class Store:
             if not have:
                 have = {**want, "store_id": uuid.uuid4().hex[:12]}
                 db.executemany("INSERT INTO meta VALUES (?, ?)", list(have.items()))
-                db.execute("INSERT INTO versions VALUES (0, '[]', ?, ?, 'base')", (base_sha256, time.time()))
+                db.execute("INSERT INTO versions (version, active, state_sha256, created_at, cause, deltas) VALUES (0, '[]', ?, ?, 'base', '{}')",
+                           (base_sha256, time.time()))
         self.store_id = have["store_id"]
         if {k: have.get(k) for k in want} != want:
             self.close()
@@ -307,7 +321,7 @@ class Store:
         """Version n+1 = `active` (the edit last); the edit applied; the job done. One transaction."""
         now = time.time()
         with self._tx() as db:
-            version = self._insert_version(db, active, state_sha256, now, f"edit:{job.edit_id}")
+            version = self._insert_version(db, active, state_sha256, now, f"edit:{job.edit_id}", {job.edit_id: delta_sha256})
             db.execute(
                 "UPDATE edits SET status = ?, version = ?, delta_sha256 = ?, applied_at = ?, finished_at = ? WHERE id = ?",
                 (EditStatus.applied, version, delta_sha256, now, now, job.edit_id),
@@ -327,10 +341,44 @@ class Store:
             db.execute("UPDATE jobs SET done_at = ? WHERE id = ?", (now, job.id))
         return self.version(version)
 
+    def commit_refit(self, edit_id: str, *, delta_sha256: str, took: bool, active: list[str], state_sha256: str) -> VersionRow | None:
+        """Version n+1 = the same active edits, `edit_id` now with its refit delta. None
+        (nothing written) when the edit is no longer active: a rollback came first."""
+        now = time.time()
+        with self._tx() as db:
+            head = self._version_row(db.execute("SELECT * FROM versions ORDER BY version DESC LIMIT 1").fetchone())
+            if edit_id not in head.active or list(head.active) != list(active):
+                db.execute("UPDATE edits SET refit = 'failed: rolled back or superseded before it finished' WHERE id = ?", (edit_id,))
+                return None
+            db.execute("UPDATE edits SET delta_sha256 = ?, took = ?, refit = 'done' WHERE id = ?", (delta_sha256, int(took), edit_id))
+            version = self._insert_version(db, active, state_sha256, now, f"refit:{edit_id}")
+        return self.version(version)
+
+    def set_took(self, edit_id: str, *, took: bool | None, refit: str | None) -> None:
+        """Whether the edit's prompt now generates its target (None: not checked yet), and its refit's state."""
+        with self._tx() as db:
+            db.execute("UPDATE edits SET took = ?, refit = ? WHERE id = ?", (None if took is None else int(took), refit, edit_id))
+
+    def edits_pending_refit(self) -> list[EditRow]:
+        """Active edits whose refit a dead worker never finished."""
+        active = set(self.head().active)
+        with self._mutex:
+            rows = self._db.execute("SELECT * FROM edits WHERE refit = 'pending' ORDER BY seq").fetchall()
+        return [EditRow.from_sql(r) for r in rows if r["id"] in active]
+
     @staticmethod
-    def _insert_version(db: sqlite3.Connection, active: list[str], state_sha256: str, now: float, cause: str) -> int:
+    def _insert_version(db: sqlite3.Connection, active: list[str], state_sha256: str, now: float, cause: str,
+                        new: dict[str, str] | None = None) -> int:
+        """A version row with the delta each active edit has now (a refit may change it later);
+        `new`: deltas not in the edits table yet."""
         version = db.execute("SELECT MAX(version) FROM versions").fetchone()[0] + 1
-        db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)", (version, json.dumps(active), state_sha256, now, cause))
+        marks = ",".join("?" * len(active))
+        deltas = dict(db.execute(f"SELECT id, delta_sha256 FROM edits WHERE id IN ({marks})", active).fetchall()) if active else {}
+        deltas.update(new or {})
+        db.execute(
+            "INSERT INTO versions (version, active, state_sha256, created_at, cause, deltas) VALUES (?, ?, ?, ?, ?, ?)",
+            (version, json.dumps(active), state_sha256, now, cause, json.dumps({e: deltas.get(e) for e in active})),
+        )
         return version
 
     def set_metrics(self, edit_id: str, *, metrics: dict | None, error: str | None = None) -> None:
@@ -374,6 +422,7 @@ class Store:
     def _version_row(row: sqlite3.Row) -> VersionRow:
         d = dict(row)
         d["active"] = tuple(json.loads(d["active"]))
+        d["deltas"] = json.loads(d["deltas"]) if d.get("deltas") else {}
         return VersionRow(**d)
 
     # ------------------------------------------------------------------ files
@@ -383,10 +432,23 @@ class Store:
         return self.files.write_delta(delta)
 
     def delta_of_edit(self, edit_id: str) -> Delta:
+        """The edit's delta now (after its refit, if it had one)."""
         row = self.edit(edit_id)
         if row is None or row.delta_sha256 is None:
             raise StoreError(f"edit {edit_id} has no committed delta")
         return self.files.read_delta(row.delta_sha256)
+
+    def scope_of(self, edit_id: str) -> tuple[str, ...]:
+        """The questions a routed memory keys the edit on (`records.scope_of_records`)."""
+        return scope_of_records(self.edit(edit_id).edit_records())
+
+    def delta_at(self, version: VersionRow):
+        """`edit id -> Delta` as of `version` (an edit refit later had another delta then)."""
+        def delta_of(edit_id: str) -> Delta:
+            sha = version.deltas.get(edit_id)
+            return self.files.read_delta(sha) if sha else self.delta_of_edit(edit_id)
+
+        return delta_of
 
     def write_snapshot(self, version: int, active: list[str], weights: dict[str, torch.Tensor]) -> None:
         """A cache of the weights of `version`; the manifest row is written after the file."""

@@ -75,9 +75,10 @@ class Versions:
             return list(self._cache)
 
     def _build(self, row: VersionRow) -> Snapshot:
-        weights = self.state.build(self.store, row.active, self.store.delta_of_edit)
+        snap = self.state.assemble(row.version, row.active, self.store.delta_at(row), self.store.scope_of,
+                                   lambda active: self.store.best_snapshot(list(active), self.state.device))
         self.rebuilds += 1
-        return self.state.prepare(row.version, row.active, weights)
+        return snap
 
     def _cached(self, version: int) -> Snapshot | None:
         with self._lock:

@@ -23,18 +23,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from editor_core.chat import chat_prompt
+from editor_core.delta import Delta
 from editor_core.records import EditRecord
+from editor_core.refit import RefitConfig, answers_exactly, refit
+from editor_core.routing import MemoryEntry
 
 from . import chat
 from .evaluation import measure
 from .queue import Delivery, Job, JobQueue, QueueUnavailable
-from .records import EditStatus
-from .state import ModelState
+from .records import EditStatus, scope_of_records
+from .state import ModelState, Snapshot, fork
 from .store import EditRow, JobRow, Store
 from .telemetry import Telemetry
 
@@ -47,10 +52,22 @@ class EditFailed(Exception):
 
 @dataclass
 class _MetricsWork:
+    """An applied edit's background work: check that it took, refit it if not, score it."""
+
     edit_id: str
     records: list[EditRecord]
-    pre: dict[str, torch.Tensor]
-    post: dict[str, torch.Tensor]
+    pre: Snapshot  # the version before the edit
+    post: Snapshot  # the version it produced
+    check: bool = True  # False: a backfill of metrics only
+
+
+@dataclass
+class _Finished:
+    edit_id: str
+    took: bool | None
+    delta: Delta | None  # a refit delta to commit, if one was fitted
+    metrics: dict | None
+    error: str | None = None
 
 
 class Worker:
@@ -64,6 +81,10 @@ class Worker:
         retry_delay (0.1) and retry_delay_max (2.0): seconds of backoff after a
             transient failure, doubling up to the cap.
         compute_metrics (True): score each edit before/after once it is visible.
+        refit (RefitConfig()): routed memory only: when an applied edit's prompt does
+            not generate its target, fit its delta until it does (None: never).
+            Checks, refits and metrics run on one background thread of their own;
+            the writer loop commits a refit as a new version when it is done.
         on_checkpoint (None): called with (stage, job_id) at "computed" (before
             the commit) and "committed" (before the swap and the ack); tests
             raise a BaseException there to stand for the process dying.
@@ -84,6 +105,7 @@ class Worker:
         retry_delay: float = 0.1,
         retry_delay_max: float = 2.0,
         compute_metrics: bool = True,
+        refit: RefitConfig | None = RefitConfig(),
         on_checkpoint: Callable[[str, str], None] | None = None,
     ):
         self.store, self.state, self.queue, self.editor = store, state, queue, editor
@@ -91,6 +113,12 @@ class Worker:
         self.max_tries, self.snapshot_every, self.block_ms = max_tries, snapshot_every, block_ms
         self.retry_delay, self.retry_delay_max = retry_delay, retry_delay_max
         self.compute_metrics, self.on_checkpoint = compute_metrics, on_checkpoint
+        self.refit = refit if state.routed else None
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="instructedit-background")
+        self._pending: list[Future] = []
+        self._refit_tree = None  # base weights, for the background thread's refits (made on first use)
+        self._deltas: dict[str, Delta] = {}  # edit id -> its delta now (a cache of the store)
+        self._scopes: dict[str, tuple[str, ...]] = {}
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._needs_reconcile = True
@@ -109,6 +137,7 @@ class Worker:
     async def stop(self, timeout: float = 60.0) -> None:
         """Finish the job in hand, then stop (cancel after `timeout`)."""
         self._stopping = True
+        self._background.shutdown(wait=False, cancel_futures=True)  # an unfinished check or refit is redone on restart
         if self._task is None:
             return
         try:
@@ -125,16 +154,21 @@ class Worker:
     async def run(self, *, burst: bool = False) -> None:
         """Process jobs until `stop` (or, with burst, until the queue is empty)."""
         self._backfill = deque(self.store.edits_missing_metrics() if self.compute_metrics else ())
+        for row in self.store.edits_pending_refit():  # a dead worker's unfinished checks and refits
+            self._schedule(self._resume_work(row))
         try:
             await self._connect()
             while not self._stopping:
                 ok, delivery = await self._next(0 if burst else self.block_ms)
+                await self._collect()
                 if delivery is not None:
                     await self._process(delivery)
                 elif ok and self._backfill:
-                    await self._backfill_one()
+                    self._backfill_one()
                 elif ok and burst:
-                    return
+                    if not self._pending:
+                        return
+                    await asyncio.wait([asyncio.wrap_future(f) for f in self._pending])
         except BaseException:
             if not self._stopping:
                 log.exception("the worker died; restart the service to resume (nothing half-applied)")
@@ -212,11 +246,9 @@ class Worker:
         elif job.done_at is None:
             work = await self._run_with_tries(job)
         await self._ack(delivery)
-        try:
-            if work is not None:
-                await self._metrics(work)
-        finally:
-            self._sync_work()
+        self._sync_work()
+        if work is not None:
+            self._schedule(work)
 
     async def _run_with_tries(self, job: JobRow) -> _MetricsWork | None:
         while True:
@@ -258,11 +290,10 @@ class Worker:
             return None
         self._checkpoint("computed", job)
         head = self.store.head()
-        pre = self._served_weights()
+        pre = self.state.current()
         active = [*head.active, row.id]
-        weights = await asyncio.to_thread(self.state.build, self.store, active,
-                                          lambda e: delta if e == row.id else self.store.delta_of_edit(e))
-        snapshot = await asyncio.to_thread(self.state.prepare, head.version + 1, active, weights)
+        self._deltas[row.id] = delta
+        snapshot = await asyncio.to_thread(self._assemble, head.version + 1, active)
         delta_sha = await asyncio.to_thread(self.store.write_delta, delta)
         committed = self.store.commit_edit(job, delta_sha256=delta_sha, active=active, state_sha256=snapshot.state_sha256)
         assert committed.version == snapshot.version, "a second writer is using this store"
@@ -271,8 +302,22 @@ class Worker:
         self._published(committed.version)
         done = self.store.edit(row.id)
         self.telemetry.observe_applied(done.queued_at, done.started_at, done.applied_at)
-        await asyncio.to_thread(self._maybe_snapshot, committed.version, active, weights)
-        return _MetricsWork(row.id, records, pre, weights)
+        await asyncio.to_thread(self._maybe_snapshot, committed.version, active, snapshot)
+        return _MetricsWork(row.id, records, pre, snapshot)
+
+    def _assemble(self, version: int, active: list[str], delta_of: Callable[[str], Delta] | None = None) -> Snapshot:
+        return self.state.assemble(version, active, delta_of or self._delta_of, self._scope_of,
+                                   lambda a: self.store.best_snapshot(list(a), self.state.device))
+
+    def _delta_of(self, edit_id: str) -> Delta:
+        if edit_id not in self._deltas:
+            self._deltas[edit_id] = self.store.delta_of_edit(edit_id)
+        return self._deltas[edit_id]
+
+    def _scope_of(self, edit_id: str) -> tuple[str, ...]:
+        if edit_id not in self._scopes:
+            self._scopes[edit_id] = scope_of_records(self.store.edit(edit_id).edit_records())
+        return self._scopes[edit_id]
 
     def _compute(self, records: list[EditRecord]):
         """The editor on the worker's own tree (its hooks never reach a serving tree)."""
@@ -293,14 +338,14 @@ class Worker:
             return None
         head = self.store.head()
         active = [e for e in head.active if e != row.id]
-        weights = await asyncio.to_thread(self.state.build, self.store, active, self.store.delta_of_edit)
-        snapshot = await asyncio.to_thread(self.state.prepare, head.version + 1, active, weights)
+        snapshot = await asyncio.to_thread(self._assemble, head.version + 1, active)
         committed = self.store.commit_rollback(job, active=active, state_sha256=snapshot.state_sha256)
         self._checkpoint("committed", job)
         self.state.publish(snapshot)
         self._published(committed.version)
+        self._deltas.pop(row.id, None)
         self.telemetry.edits.labels("rolled_back").inc()
-        await asyncio.to_thread(self._maybe_snapshot, committed.version, active, weights)
+        await asyncio.to_thread(self._maybe_snapshot, committed.version, active, snapshot)
         return None
 
     def _published(self, version: int) -> None:
@@ -315,44 +360,114 @@ class Worker:
         """The next edit is computed on the served version, whatever the last job did."""
         self.state.load_work(self._served_weights())
 
-    def _maybe_snapshot(self, version: int, active: list[str], weights: dict[str, torch.Tensor]) -> None:
-        """Snapshots are a cache (rebuilds get shorter): failing to write one only costs time later."""
-        if not self.snapshot_every or version % self.snapshot_every:
+    def _maybe_snapshot(self, version: int, active: list[str], snapshot: Snapshot) -> None:
+        """Summed weights only. Snapshots are a cache (rebuilds get shorter): failing to write one only costs time later."""
+        weights = snapshot.weights
+        if weights is None or not self.snapshot_every or version % self.snapshot_every:
             return
         try:
             self.store.write_snapshot(version, active, weights)
         except OSError:
             log.exception("could not write the snapshot of version %d", version)
 
-    # ------------------------------------------------------------------ metrics (after the ack)
+    # ------------------------------------------------------------------ background: took?, refit, metrics
 
-    async def _metrics(self, work: _MetricsWork) -> None:
-        """Score the edit on the worker's tree (the caller points it back at the served weights)."""
-        if not self.compute_metrics:
+    @property
+    def background_pending(self) -> int:
+        """Checks, refits and scorings queued or running on the background thread."""
+        return sum(not f.done() for f in self._pending)
+
+    def _schedule(self, work: _MetricsWork) -> None:
+        if work.check:
+            self.store.set_took(work.edit_id, took=None, refit="pending")
+        elif not self.compute_metrics:
             return
-        try:
-            scores = await asyncio.to_thread(
-                measure, self.state.work, self.tokenizer, work.records, load=self.state.load_work, pre=work.pre, post=work.post
-            )
-            self.store.set_metrics(work.edit_id, metrics=scores)
-        except Exception as e:  # metrics are a report; a failure there must not stop the writer
-            log.exception("metrics for edit %s failed", work.edit_id)
-            self.store.set_metrics(work.edit_id, metrics=None, error=f"{type(e).__name__}: {e}")
+        self._pending.append(self._background.submit(self._finish, work))
 
-    async def _backfill_one(self) -> None:
+    def _finish(self, work: _MetricsWork) -> _Finished:
+        """On the background thread: never touches the served state, only reads snapshots."""
+        try:
+            took, delta, post = None, None, work.post
+            if work.check:
+                took = self._took(post, work.records)
+                if not took and self.refit is not None:
+                    delta = self._refit_delta(work)
+                    entries = [MemoryEntry(e.edit_id, delta, e.scope) if e.edit_id == work.edit_id else e for e in post.memory.entries]
+                    post = self.state.routed_snapshot(post.version, entries)  # what the writer will publish
+                    took = self._took(post, work.records)
+            metrics = measure(work.pre, post, self.tokenizer, work.records) if self.compute_metrics else None
+            return _Finished(work.edit_id, took, delta, metrics)
+        except Exception as e:  # a report and a refit are extras: the edit stays applied as it is
+            log.exception("background work for edit %s failed", work.edit_id)
+            return _Finished(work.edit_id, None, None, None, f"{type(e).__name__}: {e}")
+
+    def _took(self, snap: Snapshot, records: list[EditRecord]) -> bool:
+        """Each record's prompt, asked plainly and in the chat template, generates its target and stops."""
+        for r in records:
+            tree = snap.tree_for(r.prompt)
+            if not all(answers_exactly(tree, self.tokenizer, [r.prompt, chat_prompt(self.tokenizer, r.prompt)], [r.target_new] * 2)):
+                return False
+        return True
+
+    def _refit_delta(self, work: _MetricsWork) -> Delta:
+        if self._refit_tree is None:
+            self._refit_tree = fork(self.state.template)
+        entry = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id)
+        first, *rest = work.records
+        more = [(r.prompt, r.target_new, r.rephrase_prompts) for r in rest]
+        return refit(self._refit_tree, self.tokenizer, self.editor.spec, first.prompt, first.target_new, entry.delta, self.refit,
+                     rephrasings=first.rephrase_prompts, more=more).delta
+
+    async def _collect(self) -> None:
+        """Commit what the background thread finished: a refit becomes a new version."""
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for fut in done:
+            fin: _Finished = fut.result()
+            if fin.error is not None:
+                self.store.set_took(fin.edit_id, took=None, refit=f"failed: {fin.error}")
+                self.store.set_metrics(fin.edit_id, metrics=None, error=fin.error)
+                continue
+            if fin.delta is not None:
+                await self._commit_refit(fin)
+            elif fin.took is not None:
+                self.store.set_took(fin.edit_id, took=fin.took, refit=None)
+            if fin.metrics is not None:
+                self.store.set_metrics(fin.edit_id, metrics=fin.metrics)
+
+    async def _commit_refit(self, fin: _Finished) -> None:
+        head = self.store.head()
+        if fin.edit_id not in head.active:  # rolled back while it was being refit
+            self.store.set_took(fin.edit_id, took=bool(fin.took), refit="failed: rolled back before it finished")
+            return
+        old = self._deltas.get(fin.edit_id)
+        self._deltas[fin.edit_id] = fin.delta
+        snapshot = await asyncio.to_thread(self._assemble, head.version + 1, list(head.active))
+        sha = await asyncio.to_thread(self.store.write_delta, fin.delta)
+        committed = self.store.commit_refit(fin.edit_id, delta_sha256=sha, took=bool(fin.took), active=list(head.active),
+                                            state_sha256=snapshot.state_sha256)
+        if committed is None:
+            self._deltas[fin.edit_id] = old
+            return
+        self.state.publish(snapshot)
+        self._published(committed.version)
+
+    def _resume_work(self, row: EditRow) -> _MetricsWork:
+        """An applied edit whose check or refit a dead worker never finished."""
+        head = self.store.head()
+        post = self._assemble(head.version, list(head.active))
+        pre = self._assemble(head.version, [e for e in head.active if e != row.id])
+        return _MetricsWork(row.id, row.edit_records(), pre, post)
+
+    def _backfill_one(self) -> None:
+        """Metrics a dead worker never wrote: rebuild the versions before and after the edit."""
         row = self._backfill.popleft()
         try:
-            await self._metrics(await asyncio.to_thread(self._backfill_work, row))
+            before, after = self.store.version(row.version - 1), self.store.version(row.version)
+            pre = self._assemble(before.version, list(before.active), self.store.delta_at(before))
+            post = self._assemble(after.version, list(after.active), self.store.delta_at(after))
         except Exception as e:  # the versions could not be rebuilt: say so instead of "not ready" forever
             log.exception("metrics for edit %s could not be backfilled", row.id)
             self.store.set_metrics(row.id, metrics=None, error=f"{type(e).__name__}: {e}")
-        finally:
-            self._sync_work()
-
-    def _backfill_work(self, row: EditRow) -> _MetricsWork:
-        """Metrics a dead worker never wrote: rebuild the versions before and after the edit."""
-        records = row.edit_records()
-        before, after = self.store.version(row.version - 1), self.store.version(row.version)
-        pre = self.state.build(self.store, before.active, self.store.delta_of_edit)
-        post = self.state.build(self.store, after.active, self.store.delta_of_edit)
-        return _MetricsWork(row.id, records, pre, post)
+            return
+        self._schedule(_MetricsWork(row.id, row.edit_records(), pre, post, check=False))

@@ -12,5 +12,5 @@ router = APIRouter(tags=["model"])
 
 
 @router.get("/model", response_model=ModelPublic)
-def get_model(rt: RuntimeDep):
-    return ops.model_info(rt)
+async def get_model(rt: RuntimeDep):
+    return await ops.model_info(rt)

@@ -7,6 +7,8 @@ the HTTP is real (httpx over TCP to uvicorn).
 
 from __future__ import annotations
 
+import hashlib
+
 import shutil
 import socket
 import subprocess
@@ -21,7 +23,9 @@ from editor_core.delta import Delta, base_weights, materialize, tensors_sha256
 from editor_core.editors import MEND, MENDConfig
 from editor_core.models import load_model
 from service.app import create_app
+from editor_core.routing import MemoryEntry, RoutedMemory
 from service.components import Components
+from service.records import decode_records, scope_of_records
 from service.settings import Settings
 
 TERMINAL = ("applied", "failed", "rolled_back")
@@ -116,11 +120,25 @@ class SteerableEditor:
 def tiny_components() -> Components:
     model, tok = load_model("tiny-llama", device="cpu")
     inner = MEND.for_model(model, MENDConfig(rank=8, instruct=False, step_init=-10.0))
-    return Components(model, tok, SteerableEditor(inner), editor_path=None, trained=False)
+    return Components(model, tok, SteerableEditor(inner.eval()), editor_path=None, trained=False)  # eval: as the service runs it
 
 
-def expected_sha(components: Components, store_dir: Path, delta_shas: list[str]) -> str:
-    """sha256 of base + these deltas (read from the store's files), computed here."""
+def expected_sha(components: Components, store_dir: Path, edits: list[dict]) -> str:
+    """The state hash of base + these edits (as `GET /edits/{id}` shows them), computed here from
+    the store's delta files: the routed memory's hash (service.state), or the base's with no edit."""
+    base = base_weights(components.model, components.editor.spec.edit_params)
+    if not edits:
+        return tensors_sha256(base)
+    entries = [
+        MemoryEntry(e["id"], Delta.load(store_dir / "deltas" / f"{e['delta_sha256']}.safetensors"),
+                    scope_of_records(decode_records(e["id"], e["records"])))
+        for e in edits
+    ]
+    return hashlib.sha256(f"{tensors_sha256(base)}:{RoutedMemory(entries).sha256()}".encode()).hexdigest()
+
+
+def summed_sha(components: Components, store_dir: Path, delta_shas: list[str]) -> str:
+    """sha256 of base + these deltas summed (memory="summed"), computed here."""
     base = base_weights(components.model, components.editor.spec.edit_params)
     deltas = [Delta.load(store_dir / "deltas" / f"{sha}.safetensors") for sha in delta_shas]
     return tensors_sha256(materialize(base, deltas))
@@ -141,6 +159,7 @@ def make_settings(store_dir: Path, redis_url: str | None = None, **overrides) ->
         redis_url=redis_url,
         snapshot_every=2,
         max_new_tokens=64,
+        refit=False,  # a refit adds a version per edit; tests of refits turn it on themselves
         editor_path=store_dir / "no-editor.safetensors",
     )
     return Settings(**{**values, **overrides})

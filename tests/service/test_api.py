@@ -10,7 +10,6 @@ import pytest
 from editor_core.editors import MEND, MENDConfig
 from service.components import Components
 from service.generation import Sampling, generate
-from service.state import fork
 
 from harness import Service, base_sha, expected_sha, wait_until
 
@@ -65,7 +64,7 @@ def test_edit_generate_metrics_rollback(service, components):
 
     edited = service.model()
     assert edited["active_edits"] == [edit_id]
-    assert edited["state_sha256"] == expected_sha(components, service.settings.store_dir, [edit["delta_sha256"]])
+    assert edited["state_sha256"] == expected_sha(components, service.settings.store_dir, [edit])
     assert edited["state_sha256"] != base["state_sha256"]
 
     r = service.client.delete(f"/edits/{edit_id}")
@@ -89,7 +88,7 @@ def test_rolling_back_the_first_of_two_keeps_the_second(service, components):
     service.wait(first, ("rolled_back",))
     model = service.model()
     assert model["version"] == 3 and model["active_edits"] == [second]
-    assert model["state_sha256"] == expected_sha(components, service.settings.store_dir, [b["delta_sha256"]])
+    assert model["state_sha256"] == expected_sha(components, service.settings.store_dir, [b])
     assert service.client.get(f"/edits/{second}").json()["status"] == "applied"
 
 
@@ -255,8 +254,8 @@ def test_each_generation_runs_on_one_whole_version(service, components):
     ids = components.tokenizer("The sky is")["input_ids"]
     expected = {}
     for version in sorted({v for v, _ in seen}):
-        weights = rt.state.build(rt.store, rt.store.version(version).active, rt.store.delta_of_edit)
-        expected[version] = generate(fork(components.model, weights), components.tokenizer, ids, Sampling(6)).text
+        tree = rebuilt(rt, version).tree_for("The sky is")
+        expected[version] = generate(tree, components.tokenizer, ids, Sampling(6)).text
     assert all(text == expected[version] for version, text in seen), (seen, expected)
 
 
@@ -273,3 +272,9 @@ def test_instructed_editor_needs_a_known_task(settings, instructed):
         edit = svc.wait(svc.post_edit({**PERU, "task": "zsre", "instruction": "Answer with the new capital."}))
         assert edit["status"] == "applied" and edit["records"][0]["task"] == "zsre"
         assert svc.model()["editor"]["instruct"] is True
+
+
+def rebuilt(rt, version: int):
+    """The snapshot of `version`, assembled here from the store's rows and files."""
+    row = rt.store.version(version)
+    return rt.state.assemble(row.version, row.active, rt.store.delta_at(row), rt.store.scope_of)

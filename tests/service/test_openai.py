@@ -15,9 +15,9 @@ import openai
 import pytest
 
 from harness import Service, make_settings
+from test_api import rebuilt
 from service.chat import render
 from service.generation import Sampling, generate
-from service.state import fork
 
 NAME = "tiny-llama"
 QUESTION = "Which country is the Eiffel Tower in?"
@@ -45,10 +45,10 @@ def expected_chat_answer(svc: Service, components, version: int, question: str =
     """What `version` answers, computed here from the store's files: its weights rebuilt, the chat template (or
     the plain prompt), greedy."""
     rt = svc.runtime
-    weights = rt.state.build(rt.store, rt.store.version(version).active, rt.store.delta_of_edit)
+    tree = rebuilt(rt, version).tree_for(question)
     text = render(components.tokenizer, [{"role": "user", "content": question}]) if chat else question
     ids = components.tokenizer(text, add_special_tokens=not chat)["input_ids"]
-    return generate(fork(components.model, weights), components.tokenizer, ids, Sampling(max_tokens)).text
+    return generate(tree, components.tokenizer, ids, Sampling(max_tokens)).text
 
 
 def test_chat_before_and_after_a_chat_stated_edit(service, components):

@@ -11,7 +11,7 @@ from service.store import Store, StoreError
 
 @pytest.fixture
 def state(components):
-    return ModelState(components.model, components.tokenizer, components.editor.spec.edit_params)
+    return ModelState(components.model, components.tokenizer, components.editor.spec.edit_params, memory="summed")
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def commit(store, state, edit_id, delta):
     store.start_job(job.id)
     sha = store.write_delta(delta)
     active = [*store.head().active, edit_id]
-    weights = state.build(store, active, lambda e: delta if e == edit_id else store.delta_of_edit(e))
+    weights = state.build(active, lambda e: delta if e == edit_id else store.delta_of_edit(e), lambda a: store.best_snapshot(a, state.device))
     store.commit_edit(job, delta_sha256=sha, active=active, state_sha256=tensors_sha256(weights))
     return weights
 
@@ -69,14 +69,14 @@ def test_snapshots_give_the_same_bits_as_rebuilding_from_base(store, state, comp
     assert store.best_snapshot(["e1", "e2"], state.device) is None  # [e0...] is no prefix: from base
     by_id = {f"e{i}": d for i, d in enumerate(ds)}
     for active in (["e0", "e1", "e3"], ["e0", "e2"], ["e1", "e2"], ["e0", "e1", "e2"]):
-        built = state.build(store, active, by_id.__getitem__)
+        built = state.build(active, by_id.__getitem__, lambda a: store.best_snapshot(a, state.device))
         assert tensors_sha256(built) == tensors_sha256(materialize(state.base, [by_id[e] for e in active]))
 
 
 def test_rolling_everything_back_is_the_base_itself(store, state, components):
     (d,) = deltas(components, 1)
     commit(store, state, "a", d)
-    weights = state.build(store, [], store.delta_of_edit)
+    weights = state.build([], store.delta_of_edit)
     assert all(weights[n] is state.base[n] for n in state.names)
     tree = fork(components.model, weights)
     assert state_sha256(tree, state.names) == state.base_sha256

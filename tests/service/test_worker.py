@@ -50,8 +50,8 @@ def test_restart_rebuilds_the_same_state(settings, components, mode):
         assert again.json()["id"] == a
         time.sleep(0.2)
         assert svc.model()["version"] == 4
-        shas = [svc.client.get(f"/edits/{e}").json()["delta_sha256"] for e in (a, c)]
-    assert before["state_sha256"] == expected_sha(components, settings.store_dir, shas)
+        shown = [svc.client.get(f"/edits/{e}").json() for e in (a, c)]
+    assert before["state_sha256"] == expected_sha(components, settings.store_dir, shown)
 
 
 @pytest.mark.parametrize("stage", ["computed", "committed"])
@@ -67,7 +67,7 @@ def test_worker_dies_mid_edit_then_applies_exactly_once(settings, components, st
         assert edit["status"] == "applied" and edit["version"] == 1
         model = svc.model()
         assert model["version"] == 1 and model["active_edits"] == [edit_id]
-        assert model["state_sha256"] == expected_sha(components, settings.store_dir, [edit["delta_sha256"]])
+        assert model["state_sha256"] == expected_sha(components, settings.store_dir, [edit])
         assert versions_caused_by(svc.runtime.store, edit_id) == 1
         svc.wait_metrics(edit_id)  # written by the restarted worker, whichever way it died
         assert "instructedit_queue_depth 0.0" in svc.client.get("/metrics").text

@@ -1,0 +1,87 @@
+"""The routed memory: which edit a question falls under, and the refit that makes an edit show."""
+
+import torch
+
+from editor_core.chat import chat_prompt
+from editor_core.delta import Delta, base_weights, materialize
+from editor_core.lifelong import Method, Probes, Routed, run
+from editor_core.models import ModelSpec, load_model
+from editor_core.records import EditRecord, Probe
+from editor_core.refit import RefitConfig, answers_exactly, refit
+from editor_core.routing import IdfTable, MemoryEntry, RoutedMemory, RouterConfig, scope_of, words
+from service.state import fork
+
+
+def delta(tag: float) -> Delta:
+    return Delta({"w": (torch.full((2, 1), tag), torch.ones(1, 3))})
+
+
+def memory(*prompts: str, threshold: float = 0.44) -> RoutedMemory:
+    return RoutedMemory([MemoryEntry(f"e{i}", delta(i), scope_of(p)) for i, p in enumerate(prompts)], config=RouterConfig(threshold))
+
+
+def test_words_ignore_case_order_and_punctuation():
+    assert words("Which family does Epaspidoceras belong to?") == {"which", "family", "does", "epaspidoceras", "belong", "to"}
+
+
+def test_a_question_routes_to_its_own_edit_and_rephrasings_follow_the_subject():
+    m = memory("Which family does Epaspidoceras belong to?", "Which family does Noctua belong to?", "The mother tongue of Danielle Darrieux is")
+    assert m.route("Which family does Epaspidoceras belong to?").entry.edit_id == "e0"
+    assert m.route("What family are Epaspidoceras?").entry.edit_id == "e0"  # the held-back rephrasing of ZsRE
+    assert m.route("Where Danielle Darrieux is from, people speak the language of").entry.edit_id == "e2"
+
+
+def test_unrelated_questions_run_on_the_base():
+    m = memory("Which family does Epaspidoceras belong to?", "The mother tongue of Danielle Darrieux is")
+    for q in ("What is the capital of France?", "nq question: who sang the song africa", "Michel Rocard is a native speaker of"):
+        route = m.route(q)
+        assert route.entry is None and route.index == -1 and route.similarity < m.config.threshold, (q, route)
+
+
+def test_the_later_edit_of_the_same_question_wins():
+    m = memory("The capital of Peru is", "The capital of Peru is")
+    assert m.route("The capital of Peru is").entry.edit_id == "e1"
+
+
+def test_the_memory_is_a_function_of_the_ordered_list():
+    a, b = memory("The capital of Peru is", "Grass is"), memory("The capital of Peru is", "Grass is")
+    assert a.sha256() == b.sha256()
+    assert memory("Grass is", "The capital of Peru is").sha256() != a.sha256()
+    b.append(MemoryEntry("e9", delta(9), ("Snow is",)))
+    assert b.sha256() != a.sha256() and b.route("Snow is").entry.edit_id == "e9"
+
+
+def test_idf_table_round_trip(tmp_path):
+    table = IdfTable.build(["the capital of peru", "the capital of chile", "who wrote hamlet"], min_df=1)
+    assert table.idf("the") < table.idf("hamlet") < table.idf("never-seen")
+    table.save(tmp_path / "idf.json", source="test")
+    assert IdfTable.load(tmp_path / "idf.json") == table
+
+
+def test_refit_makes_greedy_decoding_say_the_target_and_stop():
+    model, tok = load_model("tiny-llama")
+    spec = ModelSpec.for_model(model)
+    base = base_weights(model, spec.edit_params)
+    prompts = ["The capital of Peru is", chat_prompt(tok, "The capital of Peru is")]
+    assert not any(answers_exactly(model, tok, prompts, ["Quito"] * 2))
+    result = refit(model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(lr=3e-2, steps=100, rank=8))
+    assert result.took and 0 < result.steps < 100
+    tree = fork(model, materialize(base, [result.delta]))
+    assert all(answers_exactly(tree, tok, prompts, ["Quito"] * 2))
+    assert all(torch.equal(model.get_parameter(n), w) for n, w in base.items()), "a refit never changes the model"
+
+
+def test_lifelong_routed_keeps_unrelated_answers_and_summed_moves_them():
+    model, tok = load_model("tiny-llama")
+    spec = ModelSpec.for_model(model)
+    records = [EditRecord("zsre", f"Where was Person{i} Smith{i} born?", f"city{i}", rephrase_prompts=(f"Person{i} Smith{i}'s birthplace?",),
+                          locality=(Probe(f"How many legs has a spider number {i}?", "eight"),)) for i in range(4)]
+    probes = Probes(records, ["What is the capital of France?"], n_fluency=2)
+    cfg = RefitConfig(lr=3e-2, steps=60, rank=8)
+    routed = run(model, tok, spec, Method("refit/routed", None, "routed", cfg), probes, [4])[0]
+    assert routed["plain"]["locality"] == 100.0 and routed["chat"]["locality"] == 100.0
+    assert routed["plain"]["capability"] == 100.0
+    assert routed["plain"]["reliability"] == 100.0 and routed["chat"]["reliability"] == 100.0  # every refit took
+    summed = run(model, tok, spec, Method("refit/summed", None, "summed", cfg), probes, [4])[0]
+    assert summed["norm_ratio_max"] > routed["norm_ratio_max"]  # the sum of four deltas against the largest one
+    assert isinstance(Routed(base_weights(model, spec.edit_params)).memory, RoutedMemory)

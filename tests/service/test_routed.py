@@ -1,0 +1,78 @@
+"""The routed memory in the service: edits that show, hold together, leave other answers alone, and roll back."""
+
+import pytest
+
+from editor_core.refit import RefitConfig
+
+from harness import Service, expected_sha, wait_until
+
+PERU = {"prompt": "The capital of Peru is", "target_new": "Quito"}
+HAMLET = {"prompt": "Hamlet was written by", "target_new": "Dickens"}
+UNRELATED = "Water is made of hydrogen and"
+
+
+@pytest.fixture
+def service(settings, components):
+    with Service(settings.model_copy(update={"refit": True}), components) as svc:
+        svc.runtime.worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8)  # the tiny random model needs a firmer push
+        yield svc
+
+
+def ask(svc, prompt: str, version: int | None = None) -> str:
+    body = {"prompt": prompt, "max_new_tokens": 12, **({"version": version} if version is not None else {})}
+    r = svc.client.post("/generate", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["text"].strip()
+
+
+def settled(svc, edit_id: str) -> dict:
+    """The edit once its background check (and refit) is over."""
+    wait_until(lambda: svc.client.get(f"/edits/{edit_id}").json()["refit"] != "pending"
+               and svc.client.get(f"/edits/{edit_id}").json()["took"] is not None, what="the check and refit")
+    return svc.client.get(f"/edits/{edit_id}").json()
+
+
+def test_edits_show_hold_together_and_roll_back_exactly(service, components):
+    base_unrelated, base_peru = ask(service, UNRELATED), ask(service, PERU["prompt"])
+    a = service.post_edit(PERU)
+    assert service.wait(a)["version"] == 1
+    edit = settled(service, a)
+    assert edit["took"] is True and edit["refit"] in (None, "done") and edit["error"] is None
+    head = service.model()
+    if edit["refit"] == "done":  # the refit is a version of its own
+        assert head["version"] == 2 and service.runtime.store.version(2).cause == f"refit:{a}"
+    assert ask(service, PERU["prompt"]).startswith("Quito")
+    assert ask(service, UNRELATED) == base_unrelated  # outside every scope: the exact base weights
+
+    b = service.post_edit(HAMLET)
+    service.wait(b)
+    settled(service, b)
+    assert ask(service, PERU["prompt"]).startswith("Quito") and ask(service, HAMLET["prompt"]).startswith("Dickens")
+    assert ask(service, UNRELATED) == base_unrelated
+    model = service.model()
+    assert model["memory"] == "routed" and model["health"]["active_edits"] == 2
+    assert model["health"]["capability"] == 100.0 and model["health"]["background_pending"] == 0
+    shown = [service.client.get(f"/edits/{e}").json() for e in (a, b)]
+    assert model["state_sha256"] == expected_sha(components, service.settings.store_dir, shown)
+
+    metrics = service.wait_metrics(a)["metrics"]
+    assert metrics["reliability_plain"]["after"] == 100.0 and metrics["reliability_chat"]["after"] == 100.0
+    assert metrics["probe_locality_generation"]["after"] == 100.0 and metrics["probe_locality_generation"]["n"] >= 10
+
+    service.client.delete(f"/edits/{a}")
+    service.wait(a, ("rolled_back",))
+    assert ask(service, PERU["prompt"]) == base_peru  # as it answered without the edit
+    assert ask(service, HAMLET["prompt"]).startswith("Dickens")  # the other edit still holds
+    model = service.model()
+    assert model["active_edits"] == [b]
+    assert model["state_sha256"] == expected_sha(components, service.settings.store_dir, [service.client.get(f"/edits/{b}").json()])
+
+
+def test_an_old_version_answers_with_the_delta_it_had_then(service):
+    a = service.post_edit(PERU)
+    service.wait(a)
+    if settled(service, a)["refit"] != "done":
+        pytest.skip("the editor's own delta took; no refit version to compare with")
+    instant, refit = service.runtime.versions.get(1), service.runtime.versions.get(2)
+    assert instant.state_sha256 == service.runtime.store.version(1).state_sha256
+    assert refit.state_sha256 == service.runtime.store.version(2).state_sha256 != instant.state_sha256
