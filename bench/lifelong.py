@@ -56,7 +56,7 @@ def edit_records(split: str, n: int) -> list:
     return out[:n]
 
 
-def capability_questions(n: int = 100) -> list[str]:
+def capability_questions(n: int = 60) -> list[str]:
     """Unrelated questions whose unedited answers must survive: NQ questions and
     CounterFact completions from training records (never edited here)."""
     zsre = load_task_split("zsre", "train")[400:]
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache", type=Path, default=Path("runs/lifelong-cache"),
+                    help="routed edits are saved here per method and split, and reused by later runs")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out or RESULTS / ("lifelong.json" if args.split == "test" else "lifelong_val.json")
@@ -146,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
               f"gen {c['generalization']:5.1f} loc {c['locality']:5.1f} | flu {res['fluency_ratio']:.2f} "
               f"cap {p['capability']:5.1f} s/edit {res['seconds_per_edit']:.2f}", flush=True)
 
+    def cache_of(name: str) -> Path:
+        return args.cache / args.split / f"{name.replace('/', '_')}-lr{refit_cfg.lr:g}-s{refit_cfg.steps}"
+
     for name in args.methods.split(","):
         method = make_method(name, model, refit_cfg, router)
         todo = [n for n in checkpoints if (name, n, args.split) not in have]
@@ -153,11 +158,12 @@ def main(argv: list[str] | None = None) -> None:
             singles = []
             for i in range(args.single):  # N = 1: each record alone, from the unedited weights
                 one = lifelong.Probes([records[i]], probes.capability[:0], n_fluency=1)
-                singles += lifelong.run(model, tok, method_spec(method, model), method, one, [1], reference=reference)
+                singles += lifelong.run(model, tok, method_spec(method, model), method, one, [1], reference=reference, cache=cache_of(name))
             save(average(singles, name))
         if todo:
             t = time.time()
             lifelong.run(model, tok, method_spec(method, model), method, probes, todo, on_result=save, reference=reference,
+                         cache=cache_of(name),
                          progress=lambda i: (i % 50 == 0) and print(f"  {name}: {i} edits, {time.time() - t:.0f} s", flush=True))
     write_table(done, out.with_suffix(".md"))
     plot(done, out.with_suffix(".png"))

@@ -28,10 +28,13 @@ runs each question on the base plus at most one edit (`editor_core.routing`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -189,8 +192,32 @@ class Method:
         return Routed(base, self.router) if self.holding == "routed" else Summed(base)
 
 
-def apply_edit(method: Method, model, tok, spec, holding: Holding, edit_id: str, record: EditRecord) -> dict:
-    """Compute one edit on the weights it would be computed on in the service, and hold it."""
+def apply_edit(method: Method, model, tok, spec, holding: Holding, edit_id: str, record: EditRecord,
+               cache: Path | None = None) -> dict:
+    """Compute one edit on the weights it would be computed on in the service, and hold it.
+
+    A routed edit is computed on the base alone, so it is the same edit whatever
+    came before it: with `cache` (a folder) it is saved there and read back by a
+    later run (a cut-off bench resumes; N=1 and N=1000 share their edits)."""
+    key = hashlib.sha256(json.dumps([record.prompt, record.target_new]).encode()).hexdigest()[:24]
+    path = cache / f"{key}.safetensors" if cache is not None and isinstance(holding, Routed) else None
+    if path is not None and path.exists():
+        delta = Delta.load(path)
+        info = json.loads(delta.meta.get("lifelong_info", "{}"))
+        holding.add(edit_id, record, delta if delta.factors else None)
+        return info
+    info = _compute_edit(method, model, tok, spec, holding, record)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        d = info.pop("delta")
+        Delta(d.factors if d is not None else {}, {**(d.meta if d is not None else {}), "lifelong_info": info}).save(path)
+        holding.add(edit_id, record, d)
+        return info
+    holding.add(edit_id, record, info.pop("delta"))
+    return info
+
+
+def _compute_edit(method: Method, model, tok, spec, holding: Holding, record: EditRecord) -> dict:
     load_weights(model, holding.weights_now())
     t0 = time.perf_counter()
     delta = method.editor.compute_delta(model, tok, [record]) if method.editor is not None else None
@@ -200,7 +227,7 @@ def apply_edit(method: Method, model, tok, spec, holding: Holding, edit_id: str,
         res = refit(model, tok, spec, record.prompt, record.target_new, delta, method.refit)
         delta = res.delta
         info.update(refit_steps=res.steps, refit_took=res.took, seconds_refit=time.perf_counter() - t1)
-    holding.add(edit_id, record, delta)
+    info["delta"] = delta
     return info
 
 
@@ -344,7 +371,7 @@ def measure(model, tok, holding: Holding, probes: Probes, n: int, reference: dic
 
 def run(model, tok, spec, method: Method, probes: Probes, checkpoints: Sequence[int], *,
         on_result: Callable[[dict], None] | None = None, progress: Callable[[int], None] | None = None,
-        reference: dict | None = None) -> list[dict]:
+        reference: dict | None = None, cache: Path | None = None) -> list[dict]:
     """Apply the records in order with `method`; measure every edit so far at each checkpoint."""
     base = base_weights(model, spec.edit_params)
     holding = method.make_holding(base)
@@ -352,7 +379,7 @@ def run(model, tok, spec, method: Method, probes: Probes, checkpoints: Sequence[
     results, infos = [], []
     try:
         for i, record in enumerate(probes.records[: max(checkpoints)]):
-            infos.append(apply_edit(method, model, tok, spec, holding, f"e{i}", record))
+            infos.append(apply_edit(method, model, tok, spec, holding, f"e{i}", record, cache))
             if progress:
                 progress(i + 1)
             if i + 1 in checkpoints:

@@ -1,0 +1,144 @@
+"""Speed of the routed memory with many edits held, as ratios against baselines measured in the same run.
+
+    python bench/lifelong_speed.py            # SmolLM2 + the shipped editor, 1000 edits held
+
+* edit_visible_ratio_to_fwd_bwd: one edit from request to a published version
+  (the editor's delta on the base, then the new version's memory built, as the
+  worker does) against one forward+backward of the model on the same prompt
+  and target.
+* generate_ratio_1000_edits: greedy tokens/s of a question that falls in no
+  edit's scope, with 1000 edits held (routing included), against the unedited
+  model; and the same for a question inside one edit's scope (its tree built
+  once and cached, as the service does).
+* rollback_ratio_1000: rolling a random edit out of 1000 (the version's memory
+  rebuilt without it) against one edit's apply.
+
+The 1000 held edits are real editor deltas of 1000 CounterFact and ZsRE
+records (computed once, cached under runs/ like bench/lifelong.py's), each
+keyed on its own prompt. Results go to bench/results/lifelong.json ("speed").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from editor_core.delta import Delta
+from editor_core.editors import load_editor
+from editor_core.models import load_model
+from editor_core.routing import MemoryEntry, scope_of
+from editor_core.tokens import encode_pairs
+from service.generation import Sampling, generate
+from service.state import ModelState
+
+from lifelong import RESULTS, SHIPPED, edit_records
+
+
+def timed(fn, repeat: int) -> float:
+    """Median seconds of `repeat` calls (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=Path("runs/lifelong-cache/speed"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tok = load_model("smollm2-135m")
+    editor = load_editor(SHIPPED, model)
+    state = ModelState(model, tok, editor.spec.edit_params)
+    records = edit_records("val", args.n)
+
+    def delta_of(i: int) -> Delta:
+        path = args.cache / f"{i}.safetensors"
+        if path.exists():
+            return Delta.load(path)
+        d = editor.compute_delta(state.work, tok, [records[i]])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        d.save(path)
+        return d
+
+    entries = [MemoryEntry(f"e{i}", delta_of(i), scope_of(r.prompt)) for i, r in enumerate(records)]
+    print(f"{len(entries)} edits ready", flush=True)
+    probe = records[0]
+
+    # one forward+backward of the whole model on the edit's prompt and target
+    batch = encode_pairs(tok, [probe.prompt], [probe.target_new])
+    params = [model.get_parameter(n) for n in editor.spec.edit_params]
+
+    def fwd_bwd():
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+            loss = torch.nn.functional.cross_entropy(logits[batch.answer_mask], batch.labels[batch.answer_mask])
+            loss.backward()
+        for p in params:
+            p.grad = None
+            p.requires_grad_(False)
+
+    held = entries[:-1]
+
+    def apply_one():  # the worker's path: delta on the base, then the new version's memory
+        d = editor.compute_delta(state.work, tok, [records[-1]])
+        state.routed_snapshot(len(held) + 1, [*held, MemoryEntry("new", d, scope_of(records[-1].prompt))])
+
+    rng = random.Random(0)
+
+    def rollback_one():
+        out = rng.randrange(len(entries))
+        state.routed_snapshot(len(entries) + 1, [e for i, e in enumerate(entries) if i != out])
+
+    t_fwd_bwd, t_apply, t_rollback = timed(fwd_bwd, args.repeat), timed(apply_one, args.repeat), timed(rollback_one, args.repeat)
+
+    snap = state.routed_snapshot(len(entries), entries)
+    unrelated, inside = "Tell me about the history of the bicycle.", probe.prompt
+    ids_u, ids_i = tok(unrelated)["input_ids"], tok(inside)["input_ids"]
+    s = Sampling(32)
+
+    def tokens_per_s(tree_of, ids) -> float:
+        def go():
+            out = generate(tree_of(), tok, ids, s)
+            go.tokens = out.tokens
+        sec = timed(go, args.repeat)
+        return go.tokens / sec
+
+    base_tps = tokens_per_s(lambda: state.base_tree, ids_u)
+    held_tps = tokens_per_s(lambda: snap.tree_for(unrelated), ids_u)
+    base_tps_i = tokens_per_s(lambda: state.base_tree, ids_i)
+    held_tps_i = tokens_per_s(lambda: snap.tree_for(inside), ids_i)
+    speed = {
+        "n_edits": len(entries),
+        "edit_visible_ratio_to_fwd_bwd": t_apply / t_fwd_bwd,
+        "generate_ratio_1000_edits": held_tps / base_tps,
+        "generate_ratio_1000_edits_in_scope": held_tps_i / base_tps_i,
+        "rollback_ratio_1000": t_rollback / t_apply,
+        "seconds": {"fwd_bwd": t_fwd_bwd, "apply": t_apply, "rollback": t_rollback},
+        "tokens_per_second": {"unedited": base_tps, "held_unrelated": held_tps, "unedited_in_scope_prompt": base_tps_i,
+                              "held_in_scope": held_tps_i},
+        "threads": args.threads,
+    }
+    out = RESULTS / "lifelong.json"
+    done = json.loads(out.read_text()) if out.exists() else {"model": "smollm2-135m", "rows": []}
+    done["speed"] = speed
+    out.write_text(json.dumps(done, indent=1) + "\n")
+    print(json.dumps(speed, indent=1))
+
+
+if __name__ == "__main__":
+    main()
