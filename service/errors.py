@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,27 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     title = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 404 and detail == title:
         detail = f"no route {request.method} {request.url.path}"
-    return problem_response(request, exc.status_code, "about:blank", title, detail, getattr(exc, "headers", None))
+    elif exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only; /edits has two.
+        headers["Allow"] = ", ".join(_methods_on_path(request))
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+    elif exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        detail = f"the body is not valid UTF-8 JSON ({exc.__cause__.reason} at byte {exc.__cause__.start})"
+    elif exc.status_code == 413:
+        detail = f"the request body is larger than this service accepts ({request.app.state.max_body_bytes} bytes)"
+    return problem_response(request, exc.status_code, "about:blank", title, detail, headers or None)
+
+
+def _methods_on_path(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,20 +10,18 @@ the job from the store once the queue is back.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
 import time
 import uuid
 
+from .admission import check_edits
 from .errors import Problem, not_found
 from .generation import Generated, Sampling, encode_prompt, generate, max_positions
 from .queue import Job, QueueUnavailable
 from .runtime import Runtime
 from .schemas import (
-    DEFAULT_TASK,
     EditBatchCreate,
     EditCreate,
     EditMetrics,
@@ -43,14 +41,19 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- edits
 
 
-async def submit_edit(rt: Runtime, *, body: EditCreate | EditBatchCreate, idempotency_key: str | None) -> EditRow:
+async def submit_edit(rt: Runtime, *, body: EditCreate | EditBatchCreate, idempotency_key: str | None, author: str) -> EditRow:
     """Store the edit (or find the one this Idempotency-Key already made), then enqueue it."""
     records = body.edits if isinstance(body, EditBatchCreate) else [body]
-    _check_tasks(rt, records)
+    instructed = bool(getattr(getattr(rt.components.editor, "config", None), "instruct", False))
+    await asyncio.to_thread(
+        check_edits, records, model=rt.components.model, tokenizer=rt.components.tokenizer,
+        tokenizer_lock=rt.tokenizer_lock, instructed=instructed,
+    )  # fmt: skip
     dumped = [r.model_dump(mode="json") for r in records]
     request_sha = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
     row, created = await asyncio.to_thread(
-        rt.store.create_edit, edit_id=uuid.uuid4().hex, records=dumped, request_sha256=request_sha, idempotency_key=idempotency_key
+        rt.store.create_edit, edit_id=uuid.uuid4().hex, records=dumped, request_sha256=request_sha, idempotency_key=idempotency_key,
+        author=author,
     )
     if not created:
         if row.request_sha256 != request_sha:
@@ -59,18 +62,6 @@ async def submit_edit(rt: Runtime, *, body: EditCreate | EditBatchCreate, idempo
     rt.telemetry.edits.labels("queued").inc()
     await _enqueue(rt, Job(row.id, "edit", row.id))
     return row
-
-
-def _check_tasks(rt: Runtime, records: list[EditCreate]) -> None:
-    """An instructed editor needs a task it has instructions for; say so now, not at compute time."""
-    if not getattr(getattr(rt.components.editor, "config", None), "instruct", False):
-        return
-    from editor_core import instructions
-
-    known = set(instructions.tasks())
-    for i, r in enumerate(records):
-        if (r.task or DEFAULT_TASK) not in known:
-            raise Problem(422, "unknown-task", f"edit {i}: unknown task {r.task!r}; this editor knows {sorted(known)}")
 
 
 async def _enqueue(rt: Runtime, job: Job) -> None:
@@ -89,12 +80,12 @@ def get_edit(rt: Runtime, edit_id: str) -> EditRow:
     return row
 
 
-async def roll_back(rt: Runtime, *, edit_id: str) -> EditRow:
+async def roll_back(rt: Runtime, *, edit_id: str, author: str) -> EditRow:
     """Ask the worker to roll the edit back (cancel it if it has not run yet)."""
     row = get_edit(rt, edit_id)
     if row.status == EditStatus.failed:
         raise Problem(409, "edit-failed", f"edit {edit_id} failed and was never applied; there is nothing to roll back")
-    job = await asyncio.to_thread(rt.store.request_rollback, edit_id)
+    job = await asyncio.to_thread(rt.store.request_rollback, edit_id, author=author)
     if job is not None:
         await _enqueue(rt, Job(job.id, job.kind, job.edit_id))
     return get_edit(rt, edit_id)
@@ -109,19 +100,13 @@ def list_edits(rt: Runtime, *, status: EditStatus | None, limit: int, cursor: st
 
 
 def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+    return f"s{seq}"
 
 
 def _decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("seq:"):
-            raise ValueError(text)
-        return int(text[4:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise Problem(422, "bad-cursor", f"cursor {cursor!r} is not one this service gave out") from None
+    """The schema's pattern (CURSOR_PATTERN) admits only what this reads: `s<seq>`,
+    or empty for the first page, so every cursor the schema allows means something."""
+    return int(cursor[1:]) if cursor else None
 
 
 def edit_metrics(rt: Runtime, *, edit_id: str) -> tuple[int, MetricsPublic]:

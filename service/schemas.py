@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
+from editor_core import instructions
 from editor_core.records import EditRecord, Probe
 
 from .store import EditRow, EditStatus
@@ -16,6 +17,7 @@ DEFAULT_TASK = "counterfact"
 MAX_TEXT = 2000  # characters per prompt or answer; edits are about one fact
 MAX_PAIRS = 32  # rephrase prompts, locality or portability pairs per record
 MAX_BATCH = 64  # records in one batch edit
+CURSOR_PATTERN = r"^(s[0-9]{1,18})?$"  # EditPage.next_cursor: edits older than this seq
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
@@ -36,9 +38,11 @@ class EditCreate(Strict):
     prompt: Text
     target_new: Text
     subject: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
-    task: ShortText | None = Field(None, description=f"instruction task; default {DEFAULT_TASK!r}")
-    instruction: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = Field(
-        None, description="a description of the edit for instructed editors (EditRecord.extra['instruction'])"
+    task: ShortText | None = Field(
+        None, description=f"instruction task; default {DEFAULT_TASK!r}", json_schema_extra={"enum": [*instructions.tasks(), None]}
+    )
+    instruction: Annotated[str, StringConstraints(max_length=MAX_TEXT, pattern=r"^[^\r\n]*$")] | None = Field(
+        None, description="one line describing the edit, for instructed editors (EditRecord.extra['instruction']); blank: the task's own"
     )
     rephrase_prompts: list[Text] = Field(default_factory=list, max_length=MAX_PAIRS)
     locality: list[PairIn] = Field(default_factory=list, max_length=MAX_PAIRS)
@@ -54,7 +58,7 @@ class EditCreate(Strict):
             locality=tuple(Probe(p.prompt, p.answer) for p in self.locality),
             portability=tuple(Probe(p.prompt, p.answer) for p in self.portability),
             source=source,
-            extra={"instruction": self.instruction} if self.instruction else {},
+            extra={"instruction": self.instruction} if self.instruction and self.instruction.strip() else {},
         )
 
 
@@ -101,6 +105,8 @@ class EditPublic(BaseModel):
     rolled_back_at: datetime | None
     durations: Durations
     error: str | None
+    author: str | None = Field(None, description="name of the API key that made the edit (`anonymous` without keys)")
+    rolled_back_by: str | None = Field(None, description="name of the API key that asked for its rollback")
 
     @classmethod
     def from_row(cls, row: EditRow) -> "EditPublic":
@@ -127,6 +133,8 @@ class EditPublic(BaseModel):
                 total_seconds=span(row.queued_at, row.applied_at),
             ),
             error=row.error,
+            author=row.author,
+            rolled_back_by=row.rolled_back_by,
         )
 
 

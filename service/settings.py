@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(256, ge=1, description="cap on max_new_tokens per generation")
     max_concurrent_generations: int = Field(2, ge=1, description="generations running at once; more wait")
     max_tries: int = Field(3, ge=1, description="tries per job before it is marked failed (crashes count)")
+    # Authentication (service/auth.py). Keys are bearer tokens; only their sha256 is configured.
+    api_keys_file: Path | None = Field(None, description="file of `name:scope:sha256hex` lines (`instructedit keys create` writes them)")
+    api_keys: str | None = Field(None, description="the same lines, separated by commas or newlines (added to the file's)")
+    # Without keys anyone who reaches the port can change the weights; on loopback that is
+    # only this machine, anywhere else the operator has to say so.
+    allow_unauthenticated: bool = Field(False, description="serve on a non-loopback host with no keys configured")
+    rate_limit_per_second: float = Field(20.0, ge=0, description="requests per second per key, refilled continuously (0: no limit)")
+    rate_limit_burst: int = Field(40, ge=1, description="token-bucket size per key: the requests a key may make at once")
+    max_body_bytes: int = Field(256 * 1024, ge=1024, description="largest request body accepted; larger ones get 413")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"

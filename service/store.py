@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS edits (
   version INTEGER, delta_sha256 TEXT,
   queued_at REAL NOT NULL, started_at REAL, applied_at REAL, finished_at REAL,
   rollback_requested_at REAL, rolled_back_at REAL, rollback_version INTEGER,
-  error TEXT, metrics TEXT, metrics_error TEXT
+  error TEXT, metrics TEXT, metrics_error TEXT,
+  author TEXT, rolled_back_by TEXT
 );
 CREATE INDEX IF NOT EXISTS edits_status ON edits (status, seq);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -95,6 +96,8 @@ class EditRow:
     error: str | None
     metrics: dict | None
     metrics_error: str | None
+    author: str | None  # the API key name that made it (auth.Principal); None in stores from before keys
+    rolled_back_by: str | None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> "EditRow":
@@ -165,6 +168,7 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
+        _migrate(db)
         store = cls(root, db, fd)
         store._check_identity(identity, base_sha256)
         return store
@@ -207,7 +211,7 @@ class Store:
     # ------------------------------------------------------------------ requests
 
     def create_edit(
-        self, *, edit_id: str, records: list[dict], request_sha256: str, idempotency_key: str | None
+        self, *, edit_id: str, records: list[dict], request_sha256: str, idempotency_key: str | None, author: str | None = None
     ) -> tuple[EditRow, bool]:
         """Write an edit and its job; (row, True). With an idempotency key that is
         already known, the earlier edit and False: nothing new is written."""
@@ -218,19 +222,20 @@ class Store:
                 if row is not None:
                     return EditRow.from_sql(row), False
             db.execute(
-                "INSERT INTO edits (id, idempotency_key, request_sha256, records, status, queued_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (edit_id, idempotency_key, request_sha256, json.dumps(records), EditStatus.queued, now),
+                "INSERT INTO edits (id, idempotency_key, request_sha256, records, status, queued_at, author) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (edit_id, idempotency_key, request_sha256, json.dumps(records), EditStatus.queued, now, author),
             )
             db.execute("INSERT INTO jobs (id, kind, edit_id, enqueued_at) VALUES (?, 'edit', ?, ?)", (edit_job_id(edit_id), edit_id, now))
         return self.edit(edit_id), True
 
-    def request_rollback(self, edit_id: str) -> JobRow | None:
+    def request_rollback(self, edit_id: str, *, author: str | None = None) -> JobRow | None:
         """Record the wish to roll `edit_id` back and its job (once); None when it
         was already requested. The worker decides: cancel if never applied."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE edits SET rollback_requested_at = ? WHERE id = ? AND rollback_requested_at IS NULL", (now, edit_id)
+                "UPDATE edits SET rollback_requested_at = ?, rolled_back_by = ? WHERE id = ? AND rollback_requested_at IS NULL",
+                (now, author, edit_id),
             )
             if cur.rowcount == 0:
                 return None
@@ -392,6 +397,19 @@ class Store:
         if best is None:
             return None
         return len(best[0]), self.files.read_snapshot(best[1], device)
+
+
+# Columns added after stores were first made: (name, SQL type). CREATE TABLE IF NOT
+# EXISTS leaves an old table as it was, so they are added here, once.
+_ADDED_COLUMNS = {"edits": (("author", "TEXT"), ("rolled_back_by", "TEXT"))}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+        for name, sql_type in columns:
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
 
 
 class _Transaction:

@@ -1,5 +1,5 @@
 """One router per resource; `app.create_app` includes them all."""
 
-from . import edits, generate, health, model
+from . import docs, edits, generate, health, model
 
-ROUTERS = (edits.router, generate.router, model.router, health.router)
+ROUTERS = (edits.router, generate.router, model.router, health.router, docs.router)
