@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from . import errors
 from .auth import Auth, KeyRing, check_bind
+from .bodylimit import BodyLimit
 from .components import Components
 from .ratelimit import RateLimiter
 from .routes import ROUTERS
@@ -40,14 +41,14 @@ def create_app(settings: Settings, *, components: Components | None = None) -> F
         docs_url=None,  # routes/docs.py serves them behind the keys
         redoc_url=None,
         openapi_url=None,
-        max_body_size=settings.max_body_bytes,
         responses=errors.responses(400, 413),  # any route: a body that is not JSON / too large
     )
-    app.state.max_body_bytes = settings.max_body_bytes
     app.state.auth = Auth(keyring, RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst))
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)
+    app.state.api_routes = [route for router in ROUTERS for route in router.routes]  # for the Allow header of a 405
     app.openapi = _tailored(app.openapi, settings, auth_enabled=keyring.enabled)
     return app
 

@@ -78,14 +78,12 @@ async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
     elif exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         detail = f"the body is not valid UTF-8 JSON ({exc.__cause__.reason} at byte {exc.__cause__.start})"
-    elif exc.status_code == 413:
-        detail = f"the request body is larger than this service accepts ({request.app.state.max_body_bytes} bytes)"
     return problem_response(request, exc.status_code, "about:blank", title, detail, headers or None)
 
 
 def _methods_on_path(request: Request) -> list[str]:
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in getattr(request.app.state, "api_routes", ()):
         match, _ = route.matches(request.scope)
         if match != Match.NONE and getattr(route, "methods", None):
             methods |= set(route.methods)
