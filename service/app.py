@@ -64,6 +64,7 @@ def _tailored(openapi, settings: Settings, *, auth_enabled: bool):
         gen = doc.get("components", {}).get("schemas", {}).get("GenerateRequest", {}).get("properties", {})
         if "max_new_tokens" in gen:
             gen["max_new_tokens"]["maximum"] = settings.max_new_tokens
+            gen["max_new_tokens"]["default"] = min(gen["max_new_tokens"]["default"], settings.max_new_tokens)
         if not auth_enabled:
             doc.get("components", {}).pop("securitySchemes", None)
             for item in doc.get("paths", {}).values():

@@ -57,7 +57,9 @@ async def submit_edit(rt: Runtime, *, body: EditCreate | EditBatchCreate, idempo
     )
     if not created:
         if row.request_sha256 != request_sha:
-            raise Problem(422, "idempotency-key-reused", f"Idempotency-Key {idempotency_key!r} was used for another request (edit {row.id})")
+            # 409, not the 422 of the IETF idempotency-key draft: the request is well formed,
+            # it conflicts with what the key is already bound to (and a 422 reads as "fix your JSON").
+            raise Problem(409, "idempotency-key-reused", f"Idempotency-Key {idempotency_key!r} was used for another request (edit {row.id})")
         return row
     rt.telemetry.edits.labels("queued").inc()
     await _enqueue(rt, Job(row.id, "edit", row.id))
@@ -151,6 +153,8 @@ def prepare_generation(rt: Runtime, req: GenerateRequest):
     """(snapshot, prompt ids, sampling) for a request, checked against the settings
     and the served version; the snapshot is read once and used throughout."""
     cap = rt.settings.max_new_tokens
+    if "max_new_tokens" not in req.model_fields_set:
+        req = req.model_copy(update={"max_new_tokens": min(req.max_new_tokens, cap)})
     if req.max_new_tokens > cap:
         raise Problem(422, "max-new-tokens", f"max_new_tokens {req.max_new_tokens} is above this service's cap of {cap}")
     snap = rt.state.current()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from editor_core import instructions
 from editor_core.records import EditRecord, Probe
@@ -17,6 +17,7 @@ DEFAULT_TASK = "counterfact"
 MAX_TEXT = 2000  # characters per prompt or answer; edits are about one fact
 MAX_PAIRS = 32  # rephrase prompts, locality or portability pairs per record
 MAX_BATCH = 64  # records in one batch edit
+DEFAULT_NEW_TOKENS = 32
 CURSOR_PATTERN = r"^(s[0-9]{1,18})?$"  # EditPage.next_cursor: edits older than this seq
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
@@ -25,6 +26,19 @@ ShortText = Annotated[str, StringConstraints(max_length=200)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _json_number(value: Any) -> Any:
+    """JSON types as the schema states them: `false` or `"3"` is not a number (pydantic's
+    lax mode would take both), while 7.0 is an integer, as in JSON Schema (strict mode would refuse it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_json_number)]  # constraints go before the validator, or the schema loses them
+Float = Annotated[float, BeforeValidator(_json_number)]
+Bool = Annotated[bool, Field(strict=True)]
 
 
 class PairIn(Strict):
@@ -172,12 +186,15 @@ class MetricsPublic(BaseModel):
 
 class GenerateRequest(Strict):
     prompt: Text
-    max_new_tokens: int = Field(32, ge=1, description="capped by the max_new_tokens setting")
-    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    stream: bool = Field(False, description="server-sent events: `token` events, then one `done` event")
-    version: int | None = Field(None, ge=0, description="409 unless this is the current version")
+    max_new_tokens: Int = Field(
+        DEFAULT_NEW_TOKENS, ge=1, description=f"at most the max_new_tokens setting; unset: {DEFAULT_NEW_TOKENS} or that cap if lower"
+    )
+    temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
+    top_p: Float = Field(1.0, gt=0.0, le=1.0)
+    # 2**53 - 1: the largest integer every JSON parser reads exactly (2**63 - 1 became 2**63 as a double).
+    seed: Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(_json_number)] | None = Field(None, description="for reproducible sampling; 0 to 2**53 - 1")
+    stream: Bool = Field(False, description="server-sent events: `token` events, then one `done` event")
+    version: Annotated[int, Field(ge=0), BeforeValidator(_json_number)] | None = Field(None, description="409 unless this is the current version")
 
 
 class GeneratePublic(BaseModel):
