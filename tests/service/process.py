@@ -48,6 +48,8 @@ class ServiceProcess:
         return env
 
     def start(self, timeout: float = 120) -> "ServiceProcess":
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"the service on port {self.port} is already running (pid {self.proc.pid})")
         args = [sys.executable, "-m", "service.commands", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--model", "tiny-llama", "--store", str(self.store_dir)]  # fmt: skip
         self.log.parent.mkdir(parents=True, exist_ok=True)
