@@ -95,7 +95,18 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 500, "about:blank", "Internal Server Error", f"{type(exc).__name__}: {exc}")
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: store unavailable: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request, 503, TYPE_BASE + "store-unavailable", "Service Unavailable",
+        f"the store cannot take writes now ({exc}); nothing was recorded, retry later", {"Retry-After": "5"},
+    )  # fmt: skip
+
+
 def install(app: FastAPI) -> None:
+    from .store import StoreUnavailable
+
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

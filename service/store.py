@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from safetensors import SafetensorError
+
 from editor_core.delta import Delta
 
 from .artifacts import Artifacts
@@ -74,6 +76,22 @@ class EditStatus(StrEnum):
 
 class StoreError(RuntimeError):
     """The store cannot be used as asked (locked, or made for another model)."""
+
+
+class StoreUnavailable(OSError):
+    """The store cannot be written now (read-only, disk full, I/O error). Nothing was
+    half-written: the request can be retried once the disk is back (503 to clients;
+    the worker backs off and redoes the job)."""
+
+
+# SQLite reports a read-only or full disk as OperationalError; safetensors as its own error.
+_STORAGE_ERRORS = (sqlite3.OperationalError, OSError, SafetensorError)
+
+
+def free_to_write(root: Path, min_free_bytes: int = 1 << 20) -> bool:
+    """The store's file system is writable and has room for a delta or two."""
+    st = os.statvfs(root)
+    return not (st.f_flag & os.ST_RDONLY) and st.f_bavail * st.f_frsize >= min_free_bytes
 
 
 @dataclass(frozen=True)
@@ -198,8 +216,24 @@ class Store:
             self._lock_fd = -1
 
     def ping(self) -> bool:
+        """Readable, and writable with room to spare (a read-only or full disk is not ready)."""
         with self._mutex:
-            return self._db.execute("SELECT 1").fetchone()[0] == 1
+            readable = self._db.execute("SELECT 1").fetchone()[0] == 1
+            return readable and free_to_write(self.root) and self._write_probe()
+
+    def _write_probe(self) -> bool:
+        """A write SQLite must accept, rolled back (a read-only database refuses it)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        try:
+            self._db.execute("UPDATE meta SET value = value WHERE key = 'store_id'")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            self._db.execute("ROLLBACK")
 
     def _tx(self):
         return _Transaction(self._db, self._mutex)
@@ -370,7 +404,10 @@ class Store:
 
     def write_delta(self, delta: Delta) -> str:
         """Write the delta's file (before the commit that names it); returns its sha256."""
-        return self.files.write_delta(delta)
+        try:
+            return self.files.write_delta(delta)
+        except _STORAGE_ERRORS as e:
+            raise StoreUnavailable(f"cannot write a delta to {self.root}: {e}") from e
 
     def delta_of_edit(self, edit_id: str) -> Delta:
         row = self.edit(edit_id)
@@ -420,12 +457,28 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self.mutex.acquire()
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            self.mutex.release()
+            raise StoreUnavailable(f"the store cannot start a write: {e}") from e
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.OperationalError as e:
+                    exc = e
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # SQLite rolls back by itself when it cannot write the journal
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
         finally:
             self.mutex.release()
 

@@ -17,7 +17,7 @@ from ..store import EditStatus
 router = APIRouter(prefix="/edits", tags=["edits"], dependencies=[RequireAsk], responses=AUTH_RESPONSES)
 
 
-@router.post("", status_code=202, response_model=EditAccepted, responses=responses(409, 422))
+@router.post("", status_code=202, response_model=EditAccepted, responses=responses(409, 422, 503))
 async def create_edit(
     rt: RuntimeDep, caller: EditCaller, response: Response, body: Annotated[EditRequest, Body()], idempotency_key: IdempotencyKey = None
 ):
@@ -43,7 +43,7 @@ def get_edit(rt: RuntimeDep, edit_id: str):
     return EditPublic.from_row(ops.get_edit(rt, edit_id))
 
 
-@router.delete("/{edit_id}", status_code=202, response_model=EditAccepted, responses=responses(404, 409))
+@router.delete("/{edit_id}", status_code=202, response_model=EditAccepted, responses=responses(404, 409, 503))
 async def roll_back(rt: RuntimeDep, caller: EditCaller, response: Response, edit_id: str):
     """Roll the edit back (the others stay in force); a queued edit is cancelled."""
     row = await ops.roll_back(rt, edit_id=edit_id, author=caller.name)
