@@ -108,6 +108,7 @@ class CrashReport:
     rollbacks_acknowledged: int
     rollbacks_not_done: int
     failed_without_reason: int
+    jobs_retried: int  # jobs whose try was cut by a kill (started more than once)
     seconds: float
     problems: list[str]
 
@@ -187,6 +188,7 @@ def _account(mode, kills, store_dir, ledger, rebuilder, mismatches, checks, prob
     with _manifest(store_dir) as db:
         rows = {r["id"]: dict(r) for r in db.execute("SELECT * FROM edits")}
         versions = [dict(v) for v in db.execute("SELECT * FROM versions ORDER BY version")]
+        retried = db.execute("SELECT COUNT(*) FROM jobs WHERE attempts > 1").fetchone()[0]
     head = versions[-1]
     active = json.loads(head["active"])
     acknowledged = set(ledger.edits.values())
@@ -219,4 +221,4 @@ def _account(mode, kills, store_dir, ledger, rebuilder, mismatches, checks, prob
         mismatches += 1
         problems.append(f"head version {head['version']}: recorded {recorded[:12]}, rebuilt {rebuilt[:12]}")
     return CrashReport(mode, kills, len(acknowledged), statuses, lost, doubled, mismatches, checks + 1, len(ledger.rollbacks),
-                       rollbacks_not_done, no_reason, round(seconds, 1), problems)  # fmt: skip
+                       rollbacks_not_done, no_reason, retried, round(seconds, 1), problems)  # fmt: skip

@@ -85,7 +85,7 @@ def run_fuzz(url: str, workdir: Path, *, max_examples: int, seed: int = 1, heade
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     started = time.monotonic()
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=workdir)  # its .schemathesis cache goes there
     seconds = time.monotonic() - started
     (workdir / "output.txt").write_text(proc.stdout + proc.stderr)
     reports = glob.glob(str(workdir / "json-*.json"))
