@@ -29,7 +29,7 @@ from service.auth import hash_key, new_key  # noqa: E402,F401
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--max-examples", type=int, default=50, help="schemathesis cases per operation and phase")
+    ap.add_argument("--max-examples", type=int, default=55, help="schemathesis cases per operation and phase (as tests/service/test_contract.py)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
