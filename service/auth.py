@@ -179,9 +179,10 @@ _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: 
 _CHALLENGE = 'Bearer realm="instructedit"'
 
 
-def authenticate(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+async def authenticate(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     """The caller, from its bearer token; 401 without a known key, 429 over its rate.
-    FastAPI runs this once per request however many scope checks depend on it."""
+    FastAPI runs this once per request however many scope checks depend on it;
+    async because it never blocks (a hash and a few comparisons), so no thread hop."""
     auth: Auth = request.app.state.auth
     if not auth.keyring.enabled:
         return Principal(ANONYMOUS, Scope.admin)
@@ -206,7 +207,7 @@ def authenticate(request: Request, credentials: Annotated[HTTPAuthorizationCrede
 def require(scope: Scope):
     """A dependency: the caller, if its key has `scope` (or a wider one); else 403."""
 
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not principal.scope.allows(scope):
             raise Problem(
                 403, "insufficient-scope", f"key {principal.name!r} has scope {principal.scope!r}; this route needs {scope!r}",

@@ -58,13 +58,19 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+# Below this a temperature samples the argmax anyway, and logits / T overflows fp32
+# (schemathesis sent 2.2e-313, a subnormal that is 0 in fp32: 0/0 gave NaN probabilities and a 500).
+GREEDY_BELOW = 1e-4
+
+
 def pick(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> int:
     """The next token from fp32 CPU logits (V,): argmax, or nucleus sampling."""
-    if s.temperature == 0:
+    if s.temperature < GREEDY_BELOW:
         return int(logits.argmax())
-    probs = torch.softmax(logits / s.temperature, dim=-1)
+    probs = torch.softmax((logits - logits.max()) / s.temperature, dim=-1)
     ordered, index = probs.sort(descending=True)
-    keep = ordered.cumsum(0) - ordered < s.top_p  # the smallest set reaching top_p; the first always stays
+    keep = ordered.cumsum(0) - ordered < s.top_p  # the smallest set reaching top_p
+    keep[0] = True  # always, even for a top_p that is 0 in fp32 (1e-300 is)
     choice = torch.multinomial(ordered * keep, 1, generator=generator)
     return int(index[choice])
 

@@ -189,7 +189,7 @@ class GenerateRequest(Strict):
     max_new_tokens: Int = Field(
         DEFAULT_NEW_TOKENS, ge=1, description=f"at most the max_new_tokens setting; unset: {DEFAULT_NEW_TOKENS} or that cap if lower"
     )
-    temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
+    temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0 (or below 1e-4) = greedy")
     top_p: Float = Field(1.0, gt=0.0, le=1.0)
     # 2**53 - 1: the largest integer every JSON parser reads exactly (2**63 - 1 became 2**63 as a double).
     seed: Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(_json_number)] | None = Field(None, description="for reproducible sampling; 0 to 2**53 - 1")
