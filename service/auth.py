@@ -210,7 +210,7 @@ def require(scope: Scope):
     async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not principal.scope.allows(scope):
             raise Problem(
-                403, "insufficient-scope", f"key {principal.name!r} has scope {principal.scope!r}; this route needs {scope!r}",
+                403, "insufficient-scope", f"key {principal.name!r} has scope '{principal.scope}'; this route needs '{scope}'",
                 headers={"WWW-Authenticate": _CHALLENGE + f', error="insufficient_scope", scope="{scope}"'},
             )  # fmt: skip
         return principal

@@ -81,7 +81,7 @@ def test_scopes(keyed):
     assert svc.client.post("/generate", json={"prompt": "hi", "max_new_tokens": 2}, headers=ask).status_code == 200
     assert svc.client.get("/openapi.json", headers=ask).json()["components"]["securitySchemes"]
     r = svc.client.post("/edits", json=EDIT, headers=ask)
-    assert "edit" in assert_problem(r, 403)["detail"] and 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
+    assert "needs 'edit'" in assert_problem(r, 403)["detail"] and 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
     assert_problem(svc.client.get("/metrics", headers=ask), 403)
     assert_problem(svc.client.get("/metrics", headers=edit), 403)
     assert svc.client.get("/metrics", headers=admin).status_code == 200
