@@ -120,8 +120,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", type=Path, default=Path("runs/lifelong-cache"),
-                    help="routed edits are saved here per method and split, and reused by later runs")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("runs/lifelong-cache"),
+        help="routed edits are saved here per method and split, and reused by later runs",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out or RESULTS / ("lifelong.json" if args.split == "test" else "lifelong_val.json")
@@ -138,15 +142,20 @@ def main(argv: list[str] | None = None) -> None:
 
     def save(res: dict) -> None:
         res["split"] = args.split
-        done["rows"] = [r for r in done["rows"] if (r["method"], r["n_edits"], r["extra"]["split"]) != (res["method"], res["n_edits"], args.split)]
+        done["rows"] = [
+            r for r in done["rows"] if (r["method"], r["n_edits"], r["extra"]["split"]) != (res["method"], res["n_edits"], args.split)
+        ]
         done["rows"] += [row_of(res, fmt, args.model) for fmt in ("plain", "chat")]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(done, indent=1) + "\n")
         p, c = res["plain"], res["chat"]
-        print(f"{res['method']:28s} N={res['n_edits']:5d}  plain rel {p['reliability']:5.1f} gen {p['generalization']:5.1f} "
-              f"loc {p['locality']:5.1f} ret {p['retention_first10pct']:5.1f} | chat rel {c['reliability']:5.1f} "
-              f"gen {c['generalization']:5.1f} loc {c['locality']:5.1f} | flu {res['fluency_ratio']:.2f} "
-              f"cap {p['capability']:5.1f} s/edit {res['seconds_per_edit']:.2f}", flush=True)
+        print(
+            f"{res['method']:28s} N={res['n_edits']:5d}  plain rel {p['reliability']:5.1f} gen {p['generalization']:5.1f} "
+            f"loc {p['locality']:5.1f} ret {p['retention_first10pct']:5.1f} | chat rel {c['reliability']:5.1f} "
+            f"gen {c['generalization']:5.1f} loc {c['locality']:5.1f} | flu {res['fluency_ratio']:.2f} "
+            f"cap {p['capability']:5.1f} s/edit {res['seconds_per_edit']:.2f}",
+            flush=True,
+        )
 
     def cache_of(name: str) -> Path:
         return args.cache / args.split / f"{name.replace('/', '_')}-lr{refit_cfg.lr:g}-s{refit_cfg.steps}"
@@ -162,9 +171,18 @@ def main(argv: list[str] | None = None) -> None:
             save(average(singles, name))
         if todo:
             t = time.time()
-            lifelong.run(model, tok, method_spec(method, model), method, probes, todo, on_result=save, reference=reference,
-                         cache=cache_of(name),
-                         progress=lambda i: (i % 50 == 0) and print(f"  {name}: {i} edits, {time.time() - t:.0f} s", flush=True))
+            lifelong.run(
+                model,
+                tok,
+                method_spec(method, model),
+                method,
+                probes,
+                todo,
+                on_result=save,
+                reference=reference,
+                cache=cache_of(name),
+                progress=lambda i, name=name, t=t: (i % 50 == 0) and print(f"  {name}: {i} edits, {time.time() - t:.0f} s", flush=True),
+            )
     write_table(done, out.with_suffix(".md"))
     plot(done, out.with_suffix(".png"))
 
@@ -177,6 +195,7 @@ def method_spec(method: lifelong.Method, model):
 
 def average(rows: list[dict], name: str) -> dict:
     """The mean of single-edit results (each N = 1) as one N = 1 row."""
+
     def mean(xs):
         xs = [x for x in xs if x is not None]
         return sum(xs) / len(xs) if xs else None
@@ -222,8 +241,11 @@ def plot(done: dict, path: Path) -> None:
     for row, fmt in enumerate(("plain", "chat")):
         for ax, fig_name in zip(axes[row], figures):
             for method in sorted({r["method"] for r in done["rows"]}):
-                pts = sorted((r["n_edits"], r[fig_name]) for r in done["rows"]
-                             if r["method"] == method and r["prompt_format"] == fmt and r[fig_name] is not None)
+                pts = sorted(
+                    (r["n_edits"], r[fig_name])
+                    for r in done["rows"]
+                    if r["method"] == method and r["prompt_format"] == fmt and r[fig_name] is not None
+                )
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=method)
             ax.set_xscale("log")

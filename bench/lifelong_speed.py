@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from lifelong import RESULTS, SHIPPED, edit_records
 
 from editor_core.delta import Delta
 from editor_core.editors import load_editor
@@ -36,8 +37,6 @@ from editor_core.routing import MemoryEntry, scope_of
 from editor_core.tokens import encode_pairs
 from service.generation import Sampling, generate
 from service.state import ModelState
-
-from lifelong import RESULTS, SHIPPED, edit_records
 
 
 def timed(fn, repeat: int) -> float:

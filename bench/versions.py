@@ -32,10 +32,18 @@ from service.settings import Settings
 from service.versions import Versions
 
 OUT = Path(__file__).parent / "results"
-FACTS = [("The capital of Peru is", "Quito"), ("The Eiffel Tower is located in", "Rome"), ("The sky is", "green"),
-         ("Grass is", "blue"), ("The Mona Lisa was painted by", "Picasso"), ("Water boils at", "50 degrees"),
-         ("The largest planet is", "Mars"), ("The author of Hamlet is", "Dickens"), ("Tokyo is the capital of", "China"),
-         ("The fastest land animal is", "the snail")]
+FACTS = [
+    ("The capital of Peru is", "Quito"),
+    ("The Eiffel Tower is located in", "Rome"),
+    ("The sky is", "green"),
+    ("Grass is", "blue"),
+    ("The Mona Lisa was painted by", "Picasso"),
+    ("Water boils at", "50 degrees"),
+    ("The largest planet is", "Mars"),
+    ("The author of Hamlet is", "Dickens"),
+    ("Tokyo is the capital of", "China"),
+    ("The fastest land animal is", "the snail"),
+]
 
 
 async def wait_for(rt, status: str, edit_id: str) -> None:
@@ -54,7 +62,9 @@ def timed(fn, repeats: int = 3) -> float:
 
 async def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(model=args.model, store_dir=Path(tmp) / "store", snapshot_every=args.snapshot_every, device="cpu", dtype="float32")
+        settings = Settings(
+            model=args.model, store_dir=Path(tmp) / "store", snapshot_every=args.snapshot_every, device="cpu", dtype="float32"
+        )
         async with open_runtime(settings) as rt:
             ids = []
             for prompt, target in FACTS[: args.edits]:
@@ -72,7 +82,9 @@ async def run(args) -> dict:
 def measure(rt, args) -> dict:
     tok = rt.components.tokenizer
     newest = rt.state.current()
-    text = tok.apply_chat_template([{"role": "user", "content": "Which country is the Eiffel Tower in?"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Which country is the Eiffel Tower in?"}], tokenize=False, add_generation_prompt=True
+    )
     prompt_ids = encode_prompt(tok, text, max_positions=None, max_new_tokens=16, special=False)
     baseline = timed(lambda: answer(Ask(newest, "q", prompt_ids, Sampling(16)), tok))
     rows = []
@@ -83,23 +95,46 @@ def measure(rt, args) -> dict:
             start = time.perf_counter()
             snap = fresh.get(row.version)
             cold.append(time.perf_counter() - start)
-        warm = timed(lambda: fresh.get(row.version), repeats=5)
+        warm = timed(lambda fresh=fresh, row=row: fresh.get(row.version), repeats=5)
         edited = sum(p.numel() * p.element_size() for name, p in snap.model.named_parameters() if name in set(rt.state.names))
-        rows.append({"version": row.version, "active": len(row.active), "cause": row.cause, "rebuild_s": statistics.median(cold),
-                     "cached_s": warm, "rebuild_over_answer": statistics.median(cold) / baseline, "edited_bytes": edited})
+        rows.append(
+            {
+                "version": row.version,
+                "active": len(row.active),
+                "cause": row.cause,
+                "rebuild_s": statistics.median(cold),
+                "cached_s": warm,
+                "rebuild_over_answer": statistics.median(cold) / baseline,
+                "edited_bytes": edited,
+            }
+        )
     snaps = sorted(int(p.stem[1:]) for p in (rt.store.root / "snapshots").glob("v*.safetensors"))
-    return {"model": args.model, "edits": args.edits, "snapshot_every": args.snapshot_every, "snapshots_at": snaps,
-            "baseline_answer_s": baseline, "baseline": "16-token greedy chat answer on the newest version", "versions": rows}
+    return {
+        "model": args.model,
+        "edits": args.edits,
+        "snapshot_every": args.snapshot_every,
+        "snapshots_at": snaps,
+        "baseline_answer_s": baseline,
+        "baseline": "16-token greedy chat answer on the newest version",
+        "versions": rows,
+    }
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Answering as of an old version ({result['model']}, CPU)", "",
-             f"{result['edits']} edits, the first rolled back, one more edit; snapshots at versions {result['snapshots_at']}. "
-             f"Baseline: {result['baseline']}, {result['baseline_answer_s']:.3f} s.", "",
-             "| version | edits in force | made by | rebuild (x answer) | rebuild s | cached s | edited weights MB |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Answering as of an old version ({result['model']}, CPU)",
+        "",
+        f"{result['edits']} edits, the first rolled back, one more edit; snapshots at versions {result['snapshots_at']}. "
+        f"Baseline: {result['baseline']}, {result['baseline_answer_s']:.3f} s.",
+        "",
+        "| version | edits in force | made by | rebuild (x answer) | rebuild s | cached s | edited weights MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["versions"]:
-        lines.append(f"| {r['version']} | {r['active']} | {r['cause'].split(':')[0]} | {r['rebuild_over_answer']:.2f} | {r['rebuild_s']:.3f} | "
-                     f"{r['cached_s'] * 1e6:.0f} µs | {r['edited_bytes'] / 2**20:.1f} |")
+        lines.append(
+            f"| {r['version']} | {r['active']} | {r['cause'].split(':')[0]} | {r['rebuild_over_answer']:.2f} | {r['rebuild_s']:.3f} | "
+            f"{r['cached_s'] * 1e6:.0f} µs | {r['edited_bytes'] / 2**20:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

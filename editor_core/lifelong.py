@@ -279,7 +279,7 @@ class Probes:
         recs = self.records[:n]
         out: dict[str, tuple[list[str], list[str], list[str]]] = {}
         for fmt in ("plain", "chat"):
-            def ask(q: str) -> str:
+            def ask(q: str, fmt: str = fmt) -> str:
                 return q if fmt == "plain" else chat_prompt(tok, q)
 
             rel = [(r.prompt, ask(r.prompt), r.target_new) for r in recs]

@@ -217,7 +217,14 @@ def _list_call(status, limit, cursor) -> _Call[EditPage]:
 
 
 def _generate_call(prompt, max_new_tokens, temperature, top_p, seed, version) -> _Call[Generation]:
-    body = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed, "version": version}
+    body = {
+        "prompt": prompt,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "version": version,
+    }
     return _Call("POST", "/generate", _model(Generation), json={k: v for k, v in body.items() if v is not None})
 
 
@@ -225,8 +232,15 @@ def _chat_call(name: str, messages, version, max_tokens, temperature, top_p, see
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     model = name if version is None else f"{name}@v{version}"
-    body = {"model": model, "messages": list(messages), "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-            "seed": seed, "stop": stop}
+    body = {
+        "model": model,
+        "messages": list(messages),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "stop": stop,
+    }
     return _Call("POST", "/v1/chat/completions", _chat_answer, json={k: v for k, v in body.items() if v is not None})
 
 
@@ -234,8 +248,13 @@ def _chat_answer(r: httpx.Response) -> ChatAnswer:
     body = r.json()
     choice = body["choices"][0]
     version = int(r.headers.get("x-model-version", body["model"].rpartition("@v")[2]))
-    return ChatAnswer(text=choice["message"]["content"], model=body["model"], version=version,
-                      finish_reason=choice["finish_reason"], usage=Usage.model_validate(body["usage"]))
+    return ChatAnswer(
+        text=choice["message"]["content"],
+        model=body["model"],
+        version=version,
+        finish_reason=choice["finish_reason"],
+        usage=Usage.model_validate(body["usage"]),
+    )
 
 
 def _models(r: httpx.Response) -> list[ModelVersion]:
@@ -256,7 +275,9 @@ class _Base:
 class Client(_Base):
     """Sync client. `Client(url, api_key=None, timeout=60)`; use it as a context manager, or `close()` it."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 60, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 60, transport: httpx.BaseTransport | None = None
+    ):
         super().__init__(url, api_key, timeout)
         self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout, transport=transport)
 
@@ -274,8 +295,15 @@ class Client(_Base):
         _raise_for(r)
         return call.parse(r)
 
-    def edit(self, prompt: str | None = None, target_new: str | None = None, *, messages: Sequence[dict] | None = None,
-             idempotency_key: str | None = None, **fields: Any) -> Accepted:
+    def edit(
+        self,
+        prompt: str | None = None,
+        target_new: str | None = None,
+        *,
+        messages: Sequence[dict] | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> Accepted:
         """Queue one edit: `prompt` -> `target_new`, or `messages` (user question, assistant answer).
         `fields`: subject, task, instruction, rephrase_prompts, locality, portability."""
         return self._send(_edit_call(prompt, target_new, messages, idempotency_key, fields))
@@ -315,13 +343,30 @@ class Client(_Base):
                 return m
             time.sleep(poll)
 
-    def generate(self, prompt: str, *, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, version: int | None = None) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        version: int | None = None,
+    ) -> Generation:
         """Plain continuation of `prompt` on the newest version, or on `version`."""
         return self._send(_generate_call(prompt, max_new_tokens, temperature, top_p, seed, version))
 
-    def chat(self, messages: str | Sequence[dict], *, version: int | None = None, max_tokens: int | None = None,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | None = None) -> ChatAnswer:
+    def chat(
+        self,
+        messages: str | Sequence[dict],
+        *,
+        version: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> ChatAnswer:
         """A question (str) or OpenAI-style messages, through the chat template; greedy by default."""
         return self._send(_chat_call(self._served_name(), messages, version, max_tokens, temperature, top_p, seed, stop))
 
@@ -341,8 +386,9 @@ class Client(_Base):
 class AsyncClient(_Base):
     """Async client, the same methods as `Client`, awaited."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 60,
-                 transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 60, transport: httpx.AsyncBaseTransport | None = None
+    ):
         super().__init__(url, api_key, timeout)
         self._http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=timeout, transport=transport)
 
@@ -360,8 +406,15 @@ class AsyncClient(_Base):
         _raise_for(r)
         return call.parse(r)
 
-    async def edit(self, prompt: str | None = None, target_new: str | None = None, *, messages: Sequence[dict] | None = None,
-                   idempotency_key: str | None = None, **fields: Any) -> Accepted:
+    async def edit(
+        self,
+        prompt: str | None = None,
+        target_new: str | None = None,
+        *,
+        messages: Sequence[dict] | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> Accepted:
         return await self._send(_edit_call(prompt, target_new, messages, idempotency_key, fields))
 
     async def edit_batch(self, edits: Sequence[dict], *, idempotency_key: str | None = None) -> Accepted:
@@ -394,12 +447,29 @@ class AsyncClient(_Base):
                 return m
             await asyncio.sleep(poll)
 
-    async def generate(self, prompt: str, *, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
-                       seed: int | None = None, version: int | None = None) -> Generation:
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        version: int | None = None,
+    ) -> Generation:
         return await self._send(_generate_call(prompt, max_new_tokens, temperature, top_p, seed, version))
 
-    async def chat(self, messages: str | Sequence[dict], *, version: int | None = None, max_tokens: int | None = None,
-                   temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | None = None) -> ChatAnswer:
+    async def chat(
+        self,
+        messages: str | Sequence[dict],
+        *,
+        version: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> ChatAnswer:
         name = await self._served_name()
         return await self._send(_chat_call(name, messages, version, max_tokens, temperature, top_p, seed, stop))
 

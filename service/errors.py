@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,25 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     title = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 404 and detail == title:
         detail = f"no route {request.method} {request.url.path}"
-    return problem_response(request, exc.status_code, "about:blank", title, detail, getattr(exc, "headers", None))
+    elif exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only; /edits has two.
+        headers["Allow"] = ", ".join(_methods_on_path(request))
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+    elif exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        detail = f"the body is not valid UTF-8 JSON ({exc.__cause__.reason} at byte {exc.__cause__.start})"
+    return problem_response(request, exc.status_code, "about:blank", title, detail, headers or None)
+
+
+def _methods_on_path(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "api_routes", ()):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -108,7 +125,18 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 500, "about:blank", "Internal Server Error", f"{type(exc).__name__}: {exc}")
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: store unavailable: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request, 503, TYPE_BASE + "store-unavailable", "Service Unavailable",
+        f"the store cannot take writes now ({exc}); nothing was recorded, retry later", {"Retry-After": "5"},
+    )  # fmt: skip
+
+
 def install(app: FastAPI) -> None:
+    from .store import StoreUnavailable
+
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

@@ -77,7 +77,9 @@ def measure(pre: Snapshot, post: Snapshot, tokenizer, records: list[EditRecord],
 
     def accuracy(snap: Snapshot, name: str) -> list[float]:
         qs, ans = sets[name]
-        return routed(snap, qs, lambda tree, idx: metrics.teacher_forced_accuracy(tree, tokenizer, [qs[i] for i in idx], [ans[i] for i in idx]))
+        return routed(
+            snap, qs, lambda tree, idx: metrics.teacher_forced_accuracy(tree, tokenizer, [qs[i] for i in idx], [ans[i] for i in idx])
+        )
 
     def argmax(snap: Snapshot, name: str) -> list:
         qs, ans = sets[name]
@@ -96,6 +98,7 @@ def measure(pre: Snapshot, post: Snapshot, tokenizer, records: list[EditRecord],
     # by generation
     asked: dict[str, tuple[list[str], list[str], list[str]]] = {}  # name -> (questions, prompts, targets)
     for fmt in ("plain", "chat"):
+
         def ask(q: str, fmt=fmt) -> str:
             return q if fmt == "plain" else chat_prompt(tokenizer, q)
 
@@ -105,8 +108,11 @@ def measure(pre: Snapshot, post: Snapshot, tokenizer, records: list[EditRecord],
         asked[f"generalization_{fmt}"] = ([q for q, _ in gen], [ask(q) for q, _ in gen], [t for _, t in gen])
 
     def answers(snap: Snapshot, questions: list[str], prompts: list[str]) -> list[str]:
-        return routed(snap, questions, lambda tree, idx: metrics.generate_answers(
-            tree, tokenizer, [prompts[i] for i in idx], max_new_tokens=max_new_tokens))
+        return routed(
+            snap,
+            questions,
+            lambda tree, idx: metrics.generate_answers(tree, tokenizer, [prompts[i] for i in idx], max_new_tokens=max_new_tokens),
+        )
 
     for name in GENERATION_SETS:
         qs, prompts, targets = asked[name]

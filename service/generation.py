@@ -58,13 +58,19 @@ def max_positions(model) -> int | None:
     return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
 
+# Below this a temperature samples the argmax anyway, and logits / T overflows fp32
+# (schemathesis sent 2.2e-313, a subnormal that is 0 in fp32: 0/0 gave NaN probabilities and a 500).
+GREEDY_BELOW = 1e-4
+
+
 def pick(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> int:
     """The next token from fp32 CPU logits (V,): argmax, or nucleus sampling."""
-    if s.temperature == 0:
+    if s.temperature < GREEDY_BELOW:
         return int(logits.argmax())
-    probs = torch.softmax(logits / s.temperature, dim=-1)
+    probs = torch.softmax((logits - logits.max()) / s.temperature, dim=-1)
     ordered, index = probs.sort(descending=True)
-    keep = ordered.cumsum(0) - ordered < s.top_p  # the smallest set reaching top_p; the first always stays
+    keep = ordered.cumsum(0) - ordered < s.top_p  # the smallest set reaching top_p
+    keep[0] = True  # always, even for a top_p that is 0 in fp32 (1e-300 is)
     choice = torch.multinomial(ordered * keep, 1, generator=generator)
     return int(index[choice])
 
@@ -214,7 +220,9 @@ async def stream_text(
             await asyncio.shield(worker)
 
 
-async def stream_events(ask: Ask, tokenizer, *, slots: asyncio.Semaphore, on_done: Callable[[float], None]) -> AsyncIterator[ServerSentEvent]:
+async def stream_events(
+    ask: Ask, tokenizer, *, slots: asyncio.Semaphore, on_done: Callable[[float], None]
+) -> AsyncIterator[ServerSentEvent]:
     """`/generate`'s stream: `token` events ({"text"}), then one `done` event
     ({"text", "model_version", "tokens", "finish_reason"}), or one `error` event."""
     version = ask.snapshot.version

@@ -60,8 +60,11 @@ def parse_model(rt: Runtime, model: str) -> int | None:
     if sep and base == name and tail.isdigit():
         return int(tail)
     raise Problem(
-        404, "model-not-found", f"the model {model!r} does not exist; ask for {name!r} (the newest version) or "
-        f"'{name}@v<K>' (version K; GET /v1/models lists them)", param="model",
+        404,
+        "model-not-found",
+        f"the model {model!r} does not exist; ask for {name!r} (the newest version) or "
+        f"'{name}@v<K>' (version K; GET /v1/models lists them)",
+        param="model",
     )
 
 
@@ -78,7 +81,9 @@ def list_models(rt: Runtime) -> ModelList:
     newest = rows[-1]
 
     def card(ident: str, row) -> ModelCard:
-        return ModelCard(id=ident, created=int(row.created_at), version=row.version, active_edits=len(row.active), state_sha256=row.state_sha256)
+        return ModelCard(
+            id=ident, created=int(row.created_at), version=row.version, active_edits=len(row.active), state_sha256=row.state_sha256
+        )
 
     return ModelList(data=[card(served_name(rt), newest), *(card(model_id(rt, r.version), r) for r in rows)])
 
@@ -155,8 +160,12 @@ def _finish(out: Generated) -> str:
 
 
 def _head(kind: str, plan: Plan) -> dict:
-    return {"id": f"{kind}-{uuid.uuid4().hex}", "created": int(time.time()), "model": plan.model,
-            "system_fingerprint": plan.snapshot.state_sha256[:16]}
+    return {
+        "id": f"{kind}-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": plan.model,
+        "system_fingerprint": plan.snapshot.state_sha256[:16],
+    }
 
 
 def _usage(plan: Plan, outs: list[Generated]) -> Usage:
@@ -199,7 +208,9 @@ async def stream(rt: Runtime, plan: Plan, *, chat: bool, include_usage: bool) ->
     for i, ask in enumerate(plan.asks):
         if chat or plan.prefixes[i]:
             yield chunk(i, plan.prefixes[i], None, role=chat)
-        async for kind, payload in stream_text(ask, rt.components.tokenizer, slots=rt.generation_slots, on_done=rt.telemetry.generation_latency.observe):
+        async for kind, payload in stream_text(
+            ask, rt.components.tokenizer, slots=rt.generation_slots, on_done=rt.telemetry.generation_latency.observe
+        ):
             if kind == "token":
                 yield chunk(i, payload, None)
             elif kind == "done":

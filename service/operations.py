@@ -10,19 +10,16 @@ the job from the store once the queue is back.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
 import uuid
 
-from editor_core import instructions
-
+from .admission import check_edits
 from .errors import Problem, not_found
 from .generation import Ask, Sampling, answer_async, encode_prompt, max_positions
 from .queue import Job, QueueUnavailable
-from .records import DEFAULT_TASK, EditStatus
+from .records import EditStatus
 from .runtime import Runtime
 from .schemas import (
     EditBatchCreate,
@@ -48,34 +45,38 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- edits
 
 
-async def submit_edit(rt: Runtime, *, body: EditCreate | EditChatCreate | EditBatchCreate, idempotency_key: str | None) -> EditRow:
+async def submit_edit(
+    rt: Runtime, *, body: EditCreate | EditChatCreate | EditBatchCreate, idempotency_key: str | None, author: str
+) -> EditRow:
     """Store the edit (or find the one this Idempotency-Key already made), then
     enqueue it. An edit stated as chat is stored as its question and answer."""
     records = body.as_edits() if isinstance(body, EditBatchCreate) else [body.to_edit() if isinstance(body, EditChatCreate) else body]
-    _check_tasks(rt, records)
+    instructed = bool(getattr(getattr(rt.components.editor, "config", None), "instruct", False))
+    await asyncio.to_thread(
+        check_edits, records, model=rt.components.model, tokenizer=rt.components.tokenizer,
+        tokenizer_lock=rt.tokenizer_lock, instructed=instructed,
+    )  # fmt: skip
     dumped = [r.model_dump(mode="json") for r in records]
     request_sha = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
     row, created = await asyncio.to_thread(
-        rt.store.create_edit, edit_id=uuid.uuid4().hex, records=dumped, request_sha256=request_sha, idempotency_key=idempotency_key
+        rt.store.create_edit,
+        edit_id=uuid.uuid4().hex,
+        records=dumped,
+        request_sha256=request_sha,
+        idempotency_key=idempotency_key,
+        author=author,
     )
     if not created:
         if row.request_sha256 != request_sha:
-            raise Problem(422, "idempotency-key-reused",
-                          f"Idempotency-Key {idempotency_key!r} was used for another request (edit {row.id})")
+            # 409, not the 422 of the IETF idempotency-key draft: the request is well formed,
+            # it conflicts with what the key is already bound to (and a 422 reads as "fix your JSON").
+            raise Problem(
+                409, "idempotency-key-reused", f"Idempotency-Key {idempotency_key!r} was used for another request (edit {row.id})"
+            )
         return row
     rt.telemetry.edits.labels("queued").inc()
     await _enqueue(rt, Job(row.id))
     return row
-
-
-def _check_tasks(rt: Runtime, records: list[EditCreate]) -> None:
-    """An instructed editor needs a task it has instructions for; say so now, not at compute time."""
-    if not getattr(getattr(rt.components.editor, "config", None), "instruct", False):
-        return
-    known = set(instructions.tasks())
-    for i, r in enumerate(records):
-        if (r.task or DEFAULT_TASK) not in known:
-            raise Problem(422, "unknown-task", f"edit {i}: unknown task {r.task!r}; this editor knows {sorted(known)}")
 
 
 async def _enqueue(rt: Runtime, job: Job) -> None:
@@ -94,12 +95,12 @@ def get_edit(rt: Runtime, edit_id: str) -> EditRow:
     return row
 
 
-async def roll_back(rt: Runtime, *, edit_id: str) -> EditRow:
+async def roll_back(rt: Runtime, *, edit_id: str, author: str) -> EditRow:
     """Ask the worker to roll the edit back (cancel it if it has not run yet)."""
     row = get_edit(rt, edit_id)
     if row.status == EditStatus.failed:
         raise Problem(409, "edit-failed", f"edit {edit_id} failed and was never applied; there is nothing to roll back")
-    job = await asyncio.to_thread(rt.store.request_rollback, edit_id)
+    job = await asyncio.to_thread(rt.store.request_rollback, edit_id, author=author)
     if job is not None:
         await _enqueue(rt, Job(job.id))
     return get_edit(rt, edit_id)
@@ -114,19 +115,13 @@ def list_edits(rt: Runtime, *, status: EditStatus | None, limit: int, cursor: st
 
 
 def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+    return f"s{seq}"
 
 
 def _decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("seq:"):
-            raise ValueError(text)
-        return int(text[4:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise Problem(422, "bad-cursor", f"cursor {cursor!r} is not one this service gave out") from None
+    """The schema's pattern (CURSOR_PATTERN) admits only what this reads: `s<seq>`,
+    or empty for the first page, so every cursor the schema allows means something."""
+    return int(cursor[1:]) if cursor else None
 
 
 def edit_metrics(rt: Runtime, *, edit_id: str) -> tuple[int, MetricsPublic]:
@@ -194,7 +189,9 @@ def check_max_tokens(rt: Runtime, asked: int, name: str = "max_new_tokens") -> N
 
 def encode(rt: Runtime, snap, text: str, max_new_tokens: int, *, special: bool = True) -> list[int]:
     with rt.tokenizer_lock:
-        ids = encode_prompt(rt.components.tokenizer, text, max_positions=max_positions(snap.model), max_new_tokens=max_new_tokens, special=special)
+        ids = encode_prompt(
+            rt.components.tokenizer, text, max_positions=max_positions(snap.model), max_new_tokens=max_new_tokens, special=special
+        )
     if not ids:
         raise Problem(422, "empty-prompt", "the prompt encodes to no tokens")
     return ids
@@ -203,6 +200,8 @@ def encode(rt: Runtime, snap, text: str, max_new_tokens: int, *, special: bool =
 async def prepare_generation(rt: Runtime, req: GenerateRequest) -> Ask:
     """The request resolved against the settings and the store: the version
     (any stored one; the newest by default) is read once and used throughout."""
+    if "max_new_tokens" not in req.model_fields_set:  # the default stays under the cap
+        req = req.model_copy(update={"max_new_tokens": min(req.max_new_tokens, rt.settings.max_new_tokens)})
     check_max_tokens(rt, req.max_new_tokens)
     snap = await snapshot_at(rt, req.version)
     ids = encode(rt, snap, req.prompt, req.max_new_tokens)

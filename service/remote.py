@@ -97,8 +97,12 @@ def add(
         if batch:
             accepted = [c.edit_batch(rows, idempotency_key=idempotency_key)]
         else:
-            keys = [idempotency_key if len(rows) == 1 else (f"{idempotency_key}-{i}" if idempotency_key else None) for i in range(len(rows))]
-            accepted = [c.edit_batch(r["edits"], idempotency_key=k) if "edits" in r else c.edit(idempotency_key=k, **r) for r, k in zip(rows, keys)]
+            keys = [
+                idempotency_key if len(rows) == 1 else (f"{idempotency_key}-{i}" if idempotency_key else None) for i in range(len(rows))
+            ]
+            accepted = [
+                c.edit_batch(r["edits"], idempotency_key=k) if "edits" in r else c.edit(idempotency_key=k, **r) for r, k in zip(rows, keys)
+            ]
         results = [c.wait(a.id, timeout=timeout) for a in accepted] if wait else accepted
     if as_json:
         _print_json([r.model_dump(mode="json") for r in results])
@@ -148,8 +152,12 @@ def show(edit_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None):
 
 @edits_app.command("wait")
 @_reports_errors
-def wait_(edit_ids: list[str], url: Url = DEFAULT_URL, api_key: ApiKey = None,
-          timeout: Annotated[float, typer.Option(help="seconds per edit")] = 300):
+def wait_(
+    edit_ids: list[str],
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    timeout: Annotated[float, typer.Option(help="seconds per edit")] = 300,
+):
     """Wait until each edit is applied, failed or rolled back; exit 1 if one failed."""
     with Client(url, api_key=api_key) as c:
         done = [c.wait(i, timeout=timeout) for i in edit_ids]
@@ -161,8 +169,13 @@ def wait_(edit_ids: list[str], url: Url = DEFAULT_URL, api_key: ApiKey = None,
 
 @edits_app.command("rollback")
 @_reports_errors
-def rollback(edit_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None,
-             wait: Annotated[bool, typer.Option(help="wait until it is rolled back")] = False, timeout: float = 300):
+def rollback(
+    edit_id: str,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    wait: Annotated[bool, typer.Option(help="wait until it is rolled back")] = False,
+    timeout: float = 300,
+):
     """Roll an edit back (a queued one is cancelled)."""
     with Client(url, api_key=api_key) as c:
         c.rollback(edit_id)
@@ -172,8 +185,13 @@ def rollback(edit_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None,
 
 @edits_app.command("metrics")
 @_reports_errors
-def metrics(edit_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None,
-            wait: Annotated[float, typer.Option(help="seconds to wait for them")] = 30, as_json: AsJson = False):
+def metrics(
+    edit_id: str,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for them")] = 30,
+    as_json: AsJson = False,
+):
     """Reliability, generalization, locality and portability of an edit, before and after (in %)."""
     with Client(url, api_key=api_key) as c:
         m = c.metrics(edit_id, wait=wait)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
+
+from editor_core import instructions
 
 from .records import DEFAULT_TASK, EditStatus
 from .store import EditRow, VersionRow
@@ -14,6 +16,8 @@ from .store import EditRow, VersionRow
 MAX_TEXT = 2000  # characters per prompt or answer; edits are about one fact
 MAX_PAIRS = 32  # rephrase prompts, locality or portability pairs per record
 MAX_BATCH = 64  # records in one batch edit
+DEFAULT_NEW_TOKENS = 32
+CURSOR_PATTERN = r"^(s[0-9]{1,18})?$"  # EditPage.next_cursor: edits older than this seq
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
@@ -21,6 +25,19 @@ ShortText = Annotated[str, StringConstraints(max_length=200)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _json_number(value: Any) -> Any:
+    """JSON types as the schema states them: `false` or `"3"` is not a number (pydantic's
+    lax mode would take both), while 7.0 is an integer, as in JSON Schema (strict mode would refuse it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_json_number)]  # constraints go before the validator, or the schema loses them
+Float = Annotated[float, BeforeValidator(_json_number)]
+Bool = Annotated[bool, Field(strict=True)]
 
 
 class PairIn(Strict):
@@ -32,9 +49,11 @@ class _EditFields(Strict):
     """What an edit may carry besides its question and answer."""
 
     subject: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
-    task: ShortText | None = Field(None, description=f"instruction task; default {DEFAULT_TASK!r}")
-    instruction: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = Field(
-        None, description="a description of the edit for instructed editors (EditRecord.extra['instruction'])"
+    task: ShortText | None = Field(
+        None, description=f"instruction task; default {DEFAULT_TASK!r}", json_schema_extra={"enum": [*instructions.tasks(), None]}
+    )
+    instruction: Annotated[str, StringConstraints(max_length=MAX_TEXT, pattern=r"^[^\r\n]*$")] | None = Field(
+        None, description="one line describing the edit, for instructed editors (EditRecord.extra['instruction']); blank: the task's own"
     )
     rephrase_prompts: list[Text] = Field(default_factory=list, max_length=MAX_PAIRS)
     locality: list[PairIn] = Field(default_factory=list, max_length=MAX_PAIRS)
@@ -48,7 +67,8 @@ class EditCreate(_EditFields):
     target_new: Text
     # Left out of stored records when "prompt", so requests made before it existed keep their hash (idempotency).
     asked_as: Literal["prompt", "chat"] = Field(
-        "prompt", exclude_if=lambda v: v == "prompt",
+        "prompt",
+        exclude_if=lambda v: v == "prompt",
         description="`chat` when the edit came as a conversation: `prompt` is then the user's question, plain",
     )
 
@@ -140,10 +160,16 @@ class EditPublic(BaseModel):
     rolled_back_at: datetime | None
     durations: Durations
     error: str | None
-    took: bool | None = Field(None, description="after applying (and refitting, if it needed one), its prompt generates the "
-                              "target, asked plainly and in the chat template; null until checked")
-    refit: str | None = Field(None, description="null: none needed; `pending` (checking or refitting in the background), "
-                              "`done`, or `failed: <reason>`")
+    took: bool | None = Field(
+        None,
+        description="after applying (and refitting, if it needed one), its prompt generates the "
+        "target, asked plainly and in the chat template; null until checked",
+    )
+    refit: str | None = Field(
+        None, description="null: none needed; `pending` (checking or refitting in the background), `done`, or `failed: <reason>`"
+    )
+    author: str | None = Field(None, description="name of the API key that made the edit (`anonymous` without keys)")
+    rolled_back_by: str | None = Field(None, description="name of the API key that asked for its rollback")
 
     @classmethod
     def from_row(cls, row: EditRow) -> "EditPublic":
@@ -172,6 +198,8 @@ class EditPublic(BaseModel):
             error=row.error if row.took != 0 else (row.error or "applied, but its prompt does not generate the target"),
             took=None if row.took is None else bool(row.took),
             refit=row.refit,
+            author=row.author,
+            rolled_back_by=row.rolled_back_by,
         )
 
 
@@ -216,12 +244,19 @@ class MetricsPublic(BaseModel):
 
 class GenerateRequest(Strict):
     prompt: Text
-    max_new_tokens: int = Field(32, ge=1, description="capped by the max_new_tokens setting")
-    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    stream: bool = Field(False, description="server-sent events: `token` events, then one `done` event")
-    version: int | None = Field(None, ge=0, description="any version in the store (0: the base); default the newest; 404 if unknown")
+    max_new_tokens: Int = Field(
+        DEFAULT_NEW_TOKENS, ge=1, description=f"at most the max_new_tokens setting; unset: {DEFAULT_NEW_TOKENS} or that cap if lower"
+    )
+    temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0 (or below 1e-4) = greedy")
+    top_p: Float = Field(1.0, gt=0.0, le=1.0)
+    # 2**53 - 1: the largest integer every JSON parser reads exactly (2**63 - 1 became 2**63 as a double).
+    seed: Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(_json_number)] | None = Field(
+        None, description="for reproducible sampling; 0 to 2**53 - 1"
+    )
+    stream: Bool = Field(False, description="server-sent events: `token` events, then one `done` event")
+    version: Annotated[int, Field(ge=0), BeforeValidator(_json_number)] | None = Field(
+        None, description="any version in the store (0: the base); default the newest; 404 if unknown"
+    )
 
 
 class GeneratePublic(BaseModel):
@@ -247,8 +282,11 @@ class ModelPublic(BaseModel):
     device: str
     dtype: str
     memory: str = Field("routed", description="how edits are held: `routed` (each question meets at most one edit) or `summed`")
-    health: dict | None = Field(None, description="the edited model's health: active edits, largest ‖ΔW‖/‖W‖ a question can meet, "
-                                "background work pending, and the capability set's score against the unedited model")
+    health: dict | None = Field(
+        None,
+        description="the edited model's health: active edits, largest ‖ΔW‖/‖W‖ a question can meet, "
+        "background work pending, and the capability set's score against the unedited model",
+    )
 
 
 class VersionPublic(BaseModel):
@@ -260,7 +298,13 @@ class VersionPublic(BaseModel):
 
     @classmethod
     def from_row(cls, row: VersionRow) -> "VersionPublic":
-        return cls(version=row.version, cause=row.cause, state_sha256=row.state_sha256, created_at=_time(row.created_at), active_count=len(row.active))
+        return cls(
+            version=row.version,
+            cause=row.cause,
+            state_sha256=row.state_sha256,
+            created_at=_time(row.created_at),
+            active_count=len(row.active),
+        )
 
 
 class VersionPage(BaseModel):

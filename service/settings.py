@@ -8,9 +8,8 @@ Build one `Settings` at the edge (the CLI, a test) and pass it down:
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,18 +43,39 @@ class Settings(BaseSettings):
     # of the target, so K bounds the deltas re-added per rebuild by about K.
     snapshot_every: int = Field(10, ge=0, description="snapshot the edited weights every K versions (0: never)")
     memory: Literal["routed", "summed"] = Field(
-        "routed", description="how edits are held: `routed` (each question runs on the base plus at most one edit, chosen on "
-        "its words; docs/ARCHITECTURE.md) or `summed` (every delta added into the weights; collapses after a few edits)")
-    router_threshold: float = Field(0.44, gt=0.0, le=1.0, description="routed: the similarity a question needs with an edit's "
-                                    "questions to run on that edit (chosen on validation records, bench/lifelong.py)")
-    refit: bool = Field(True, description="routed: when an edit's prompt does not generate its target right away, fit its delta "
-                        "in the background until it does (editor_core/refit.py)")
+        "routed",
+        description="how edits are held: `routed` (each question runs on the base plus at most one edit, chosen on "
+        "its words; docs/ARCHITECTURE.md) or `summed` (every delta added into the weights; collapses after a few edits)",
+    )
+    router_threshold: float = Field(
+        0.44,
+        gt=0.0,
+        le=1.0,
+        description="routed: the similarity a question needs with an edit's "
+        "questions to run on that edit (chosen on validation records, bench/lifelong.py)",
+    )
+    refit: bool = Field(
+        True,
+        description="routed: when an edit's prompt does not generate its target right away, fit its delta "
+        "in the background until it does (editor_core/refit.py)",
+    )
     max_new_tokens: int = Field(256, ge=1, description="cap on max_new_tokens per generation")
     # Each cached version holds its own copy of the edited weights (SmolLM2-135M:
     # 3 blocks' MLP, 30.4 MB in fp32); the rest of the model is shared.
-    version_cache_size: int = Field(4, ge=1, description="versions kept built for pinned requests (LRU); older ones are rebuilt from the store")
+    version_cache_size: int = Field(
+        4, ge=1, description="versions kept built for pinned requests (LRU); older ones are rebuilt from the store"
+    )
     max_concurrent_generations: int = Field(2, ge=1, description="generations running at once; more wait")
     max_tries: int = Field(3, ge=1, description="tries per job before it is marked failed (crashes count)")
+    # Authentication (service/auth.py). Keys are bearer tokens; only their sha256 is configured.
+    api_keys_file: Path | None = Field(None, description="file of `name:scope:sha256hex` lines (`instructedit keys create` writes them)")
+    api_keys: str | None = Field(None, description="the same lines, separated by commas or newlines (added to the file's)")
+    # Without keys anyone who reaches the port can change the weights; on loopback that is
+    # only this machine, anywhere else the operator has to say so.
+    allow_unauthenticated: bool = Field(False, description="serve on a non-loopback host with no keys configured")
+    rate_limit_per_second: float = Field(20.0, ge=0, description="requests per second per key, refilled continuously (0: no limit)")
+    rate_limit_burst: int = Field(40, ge=1, description="token-bucket size per key: the requests a key may make at once")
+    max_body_bytes: int = Field(256 * 1024, ge=1024, description="largest request body accepted; larger ones get 413")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from editor_core.delta import Delta
 from editor_core.records import EditRecord
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS edits (
   version INTEGER, delta_sha256 TEXT,
   queued_at REAL NOT NULL, started_at REAL, applied_at REAL, finished_at REAL,
   rollback_requested_at REAL, rolled_back_at REAL, rollback_version INTEGER,
-  error TEXT, metrics TEXT, metrics_error TEXT
+  error TEXT, metrics TEXT, metrics_error TEXT,
+  author TEXT, rolled_back_by TEXT
 );
 CREATE INDEX IF NOT EXISTS edits_status ON edits (status, seq);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -63,16 +65,25 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE TABLE IF NOT EXISTS snapshots (version INTEGER PRIMARY KEY, active TEXT NOT NULL, file TEXT NOT NULL);
 """
 
-# Columns added after the first stores were made: (table, column, type), added when missing.
-MIGRATIONS = (
-    ("edits", "took", "INTEGER"),  # 1/0: the edit's prompt now generates its target (plain and chat); NULL: not checked yet
-    ("edits", "refit", "TEXT"),  # NULL (none needed), 'pending', 'done', 'failed: <reason>'
-    ("versions", "deltas", "TEXT"),  # JSON {edit id: delta sha256} of the version's active edits
-)
-
 
 class StoreError(RuntimeError):
     """The store cannot be used as asked (locked, or made for another model)."""
+
+
+class StoreUnavailable(OSError):
+    """The store cannot be written now (read-only, disk full, I/O error). Nothing was
+    half-written: the request can be retried once the disk is back (503 to clients;
+    the worker backs off and redoes the job)."""
+
+
+# SQLite reports a read-only or full disk as OperationalError; safetensors as its own error.
+_STORAGE_ERRORS = (sqlite3.OperationalError, OSError, SafetensorError)
+
+
+def free_to_write(root: Path, min_free_bytes: int = 1 << 20) -> bool:
+    """The store's file system is writable and has room for a delta or two."""
+    st = os.statvfs(root)
+    return not (st.f_flag & os.ST_RDONLY) and st.f_bavail * st.f_frsize >= min_free_bytes
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,8 @@ class EditRow:
     error: str | None
     metrics: dict | None
     metrics_error: str | None
+    author: str | None  # the API key name that made it (auth.Principal); None in stores from before keys
+    rolled_back_by: str | None
     took: int | None = None
     refit: str | None = None
 
@@ -172,9 +185,7 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
-        for table, column, kind in MIGRATIONS:
-            if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        _migrate(db)
         store = cls(root, db, fd)
         store._check_identity(identity, base_sha256)
         return store
@@ -186,8 +197,10 @@ class Store:
             if not have:
                 have = {**want, "store_id": uuid.uuid4().hex[:12]}
                 db.executemany("INSERT INTO meta VALUES (?, ?)", list(have.items()))
-                db.execute("INSERT INTO versions (version, active, state_sha256, created_at, cause, deltas) VALUES (0, '[]', ?, ?, 'base', '{}')",
-                           (base_sha256, time.time()))
+                db.execute(
+                    "INSERT INTO versions (version, active, state_sha256, created_at, cause, deltas) VALUES (0, '[]', ?, ?, 'base', '{}')",
+                    (base_sha256, time.time()),
+                )
         self.store_id = have["store_id"]
         if {k: have.get(k) for k in want} != want:
             self.close()
@@ -205,8 +218,24 @@ class Store:
             self._lock_fd = -1
 
     def ping(self) -> bool:
+        """Readable, and writable with room to spare (a read-only or full disk is not ready)."""
         with self._mutex:
-            return self._db.execute("SELECT 1").fetchone()[0] == 1
+            readable = self._db.execute("SELECT 1").fetchone()[0] == 1
+            return readable and free_to_write(self.root) and self._write_probe()
+
+    def _write_probe(self) -> bool:
+        """A write SQLite must accept, rolled back (a read-only database refuses it)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        try:
+            self._db.execute("UPDATE meta SET value = value WHERE key = 'store_id'")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            self._db.execute("ROLLBACK")
 
     def _tx(self):
         return _Transaction(self._db, self._mutex)
@@ -218,7 +247,7 @@ class Store:
     # ------------------------------------------------------------------ requests
 
     def create_edit(
-        self, *, edit_id: str, records: list[dict], request_sha256: str, idempotency_key: str | None
+        self, *, edit_id: str, records: list[dict], request_sha256: str, idempotency_key: str | None, author: str | None = None
     ) -> tuple[EditRow, bool]:
         """Write an edit and its job; (row, True). With an idempotency key that is
         already known, the earlier edit and False: nothing new is written."""
@@ -229,24 +258,26 @@ class Store:
                 if row is not None:
                     return EditRow.from_sql(row), False
             db.execute(
-                "INSERT INTO edits (id, idempotency_key, request_sha256, records, status, queued_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (edit_id, idempotency_key, request_sha256, json.dumps(records), EditStatus.queued, now),
+                "INSERT INTO edits (id, idempotency_key, request_sha256, records, status, queued_at, author) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (edit_id, idempotency_key, request_sha256, json.dumps(records), EditStatus.queued, now, author),
             )
             db.execute("INSERT INTO jobs (id, kind, edit_id, enqueued_at) VALUES (?, 'edit', ?, ?)", (edit_job_id(edit_id), edit_id, now))
         return self.edit(edit_id), True
 
-    def request_rollback(self, edit_id: str) -> JobRow | None:
+    def request_rollback(self, edit_id: str, *, author: str | None = None) -> JobRow | None:
         """Record the wish to roll `edit_id` back and its job (once); None when it
         was already requested. The worker decides: cancel if never applied."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE edits SET rollback_requested_at = ? WHERE id = ? AND rollback_requested_at IS NULL", (now, edit_id)
+                "UPDATE edits SET rollback_requested_at = ?, rolled_back_by = ? WHERE id = ? AND rollback_requested_at IS NULL",
+                (now, author, edit_id),
             )
             if cur.rowcount == 0:
                 return None
-            db.execute("INSERT INTO jobs (id, kind, edit_id, enqueued_at) VALUES (?, 'rollback', ?, ?)",
-                       (rollback_job_id(edit_id), edit_id, now))
+            db.execute(
+                "INSERT INTO jobs (id, kind, edit_id, enqueued_at) VALUES (?, 'rollback', ?, ?)", (rollback_job_id(edit_id), edit_id, now)
+            )
         return self.job(rollback_job_id(edit_id))
 
     def edit(self, edit_id: str) -> EditRow | None:
@@ -296,8 +327,9 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE jobs SET done_at = ?, error = ? WHERE id = ?", (now, error, job.id))
             if job.kind == "edit":
-                db.execute("UPDATE edits SET status = ?, finished_at = ?, error = ? WHERE id = ?",
-                           (EditStatus.failed, now, error, job.edit_id))
+                db.execute(
+                    "UPDATE edits SET status = ?, finished_at = ?, error = ? WHERE id = ?", (EditStatus.failed, now, error, job.edit_id)
+                )
             else:
                 db.execute("UPDATE edits SET error = ? WHERE id = ?", (f"rollback failed: {error}", job.edit_id))
 
@@ -367,8 +399,9 @@ class Store:
         return [EditRow.from_sql(r) for r in rows if r["id"] in active]
 
     @staticmethod
-    def _insert_version(db: sqlite3.Connection, active: list[str], state_sha256: str, now: float, cause: str,
-                        new: dict[str, str] | None = None) -> int:
+    def _insert_version(
+        db: sqlite3.Connection, active: list[str], state_sha256: str, now: float, cause: str, new: dict[str, str] | None = None
+    ) -> int:
         """A version row with the delta each active edit has now (a refit may change it later);
         `new`: deltas not in the edits table yet."""
         version = db.execute("SELECT MAX(version) FROM versions").fetchone()[0] + 1
@@ -383,8 +416,9 @@ class Store:
 
     def set_metrics(self, edit_id: str, *, metrics: dict | None, error: str | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE edits SET metrics = ?, metrics_error = ? WHERE id = ?",
-                       (json.dumps(metrics) if metrics else None, error, edit_id))
+            db.execute(
+                "UPDATE edits SET metrics = ?, metrics_error = ? WHERE id = ?", (json.dumps(metrics) if metrics else None, error, edit_id)
+            )
 
     def edits_missing_metrics(self) -> list[EditRow]:
         """Applied (possibly since rolled back) edits whose metrics a dead worker never wrote."""
@@ -429,7 +463,10 @@ class Store:
 
     def write_delta(self, delta: Delta) -> str:
         """Write the delta's file (before the commit that names it); returns its sha256."""
-        return self.files.write_delta(delta)
+        try:
+            return self.files.write_delta(delta)
+        except _STORAGE_ERRORS as e:
+            raise StoreUnavailable(f"cannot write a delta to {self.root}: {e}") from e
 
     def delta_of_edit(self, edit_id: str) -> Delta:
         """The edit's delta now (after its refit, if it had one)."""
@@ -444,6 +481,7 @@ class Store:
 
     def delta_at(self, version: VersionRow):
         """`edit id -> Delta` as of `version` (an edit refit later had another delta then)."""
+
         def delta_of(edit_id: str) -> Delta:
             sha = version.deltas.get(edit_id)
             return self.files.read_delta(sha) if sha else self.delta_of_edit(edit_id)
@@ -471,6 +509,28 @@ class Store:
         return len(best[0]), self.files.read_snapshot(best[1], device)
 
 
+# Columns added after stores were first made: (name, SQL type). CREATE TABLE IF NOT
+# EXISTS leaves an old table as it was, so they are added here, once.
+# Columns added after the first stores were made, added when missing.
+_ADDED_COLUMNS = {
+    "edits": (
+        ("author", "TEXT"),
+        ("rolled_back_by", "TEXT"),
+        ("took", "INTEGER"),  # 1/0: the edit's prompt now generates its target (plain and chat); NULL: not checked yet
+        ("refit", "TEXT"),  # NULL (none needed), 'pending', 'done', 'failed: <reason>'
+    ),
+    "versions": (("deltas", "TEXT"),),  # JSON {edit id: delta sha256} of the version's active edits
+}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+        for name, sql_type in columns:
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+
+
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT under the store's lock; ROLLBACK on any error."""
 
@@ -479,12 +539,27 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self.mutex.acquire()
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            self.mutex.release()
+            raise StoreUnavailable(f"the store cannot start a write: {e}") from e
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.OperationalError as e:
+                    exc = e
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # SQLite rolls back by itself when it cannot write the journal
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
         finally:
             self.mutex.release()
-

@@ -40,7 +40,7 @@ from .evaluation import measure
 from .queue import Delivery, Job, JobQueue, QueueUnavailable
 from .records import EditStatus, scope_of_records
 from .state import ModelState, Snapshot, fork
-from .store import EditRow, JobRow, Store
+from .store import EditRow, JobRow, Store, StoreUnavailable
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Worker:
                 ok, delivery = await self._next(0 if burst else self.block_ms)
                 await self._collect()
                 if delivery is not None:
-                    await self._process(delivery)
+                    await self._process_until_stored(delivery)
                 elif ok and self._backfill:
                     self._backfill_one()
                 elif ok and burst:
@@ -238,6 +238,18 @@ class Worker:
 
     # ------------------------------------------------------------------ one job
 
+    async def _process_until_stored(self, delivery: Delivery) -> None:
+        """A store that cannot be written (read-only, disk full) is transient, like a
+        queue that is down: back off and redo the job, without counting a try against
+        the edit. If we stop first, the entry stays pending and is redone on restart."""
+        while True:
+            try:
+                return await self._process(delivery)
+            except StoreUnavailable as e:
+                if self._stopping:
+                    return
+                await self._backoff("store", e)
+
     async def _process(self, delivery: Delivery) -> None:
         job = self.store.job(delivery.job.id)
         work = None
@@ -265,6 +277,8 @@ class Worker:
                 if job.kind == "edit":
                     return await self._apply_edit(job)
                 return await self._apply_rollback(job)
+            except StoreUnavailable:
+                raise  # not the job's fault either: _process_until_stored waits for the disk
             except Exception:  # not the editor's fault (those fail the edit inside): redo the job
                 log.exception("job %s: try %d failed; retrying", job.id, tries)
                 self.telemetry.worker_retries.labels("job").inc()

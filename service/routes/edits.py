@@ -7,18 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 
 from .. import operations as ops
+from ..auth import AUTH_RESPONSES, EditCaller, RequireAsk
 from ..deps import IdempotencyKey, RuntimeDep
 from ..errors import responses
 from ..records import EditStatus
-from ..schemas import EditAccepted, EditPage, EditPublic, EditRequest, MetricsPublic
+from ..schemas import CURSOR_PATTERN, EditAccepted, EditPage, EditPublic, EditRequest, MetricsPublic
 
-router = APIRouter(prefix="/edits", tags=["edits"])
+# Reading needs `ask`; adding and rolling back need `edit` (the caller is recorded).
+router = APIRouter(prefix="/edits", tags=["edits"], dependencies=[RequireAsk], responses=AUTH_RESPONSES)
 
 
-@router.post("", status_code=202, response_model=EditAccepted, responses=responses(409, 422))
-async def create_edit(rt: RuntimeDep, response: Response, body: Annotated[EditRequest, Body()], idempotency_key: IdempotencyKey = None):
+@router.post("", status_code=202, response_model=EditAccepted, responses=responses(409, 422, 503))
+async def create_edit(
+    rt: RuntimeDep, caller: EditCaller, response: Response, body: Annotated[EditRequest, Body()], idempotency_key: IdempotencyKey = None
+):
     """Queue one edit, or a batch (`{"edits": [...]}`) applied as one version."""
-    row = await ops.submit_edit(rt, body=body, idempotency_key=idempotency_key)
+    row = await ops.submit_edit(rt, body=body, idempotency_key=idempotency_key, author=caller.name)
     response.headers["Location"] = f"/edits/{row.id}"
     return EditAccepted(id=row.id, status=row.status)
 
@@ -27,7 +31,7 @@ async def create_edit(rt: RuntimeDep, response: Response, body: Annotated[EditRe
 def list_edits(
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page; empty: the first")] = None,
     status: EditStatus | None = None,
 ):
     """Newest first."""
@@ -39,10 +43,10 @@ def get_edit(rt: RuntimeDep, edit_id: str):
     return EditPublic.from_row(ops.get_edit(rt, edit_id))
 
 
-@router.delete("/{edit_id}", status_code=202, response_model=EditAccepted, responses=responses(404, 409))
-async def roll_back(rt: RuntimeDep, response: Response, edit_id: str):
+@router.delete("/{edit_id}", status_code=202, response_model=EditAccepted, responses=responses(404, 409, 503))
+async def roll_back(rt: RuntimeDep, caller: EditCaller, response: Response, edit_id: str):
     """Roll the edit back (the others stay in force); a queued edit is cancelled."""
-    row = await ops.roll_back(rt, edit_id=edit_id)
+    row = await ops.roll_back(rt, edit_id=edit_id, author=caller.name)
     response.headers["Location"] = f"/edits/{row.id}"
     return EditAccepted(id=row.id, status=row.status)
 

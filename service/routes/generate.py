@@ -6,12 +6,13 @@ from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse
 
 from .. import operations as ops
+from ..auth import AUTH_RESPONSES, RequireAsk
 from ..deps import RuntimeDep
 from ..errors import responses
 from ..generation import stream_events
 from ..schemas import GeneratePublic, GenerateRequest
 
-router = APIRouter(tags=["generate"])
+router = APIRouter(tags=["generate"], dependencies=[RequireAsk], responses=AUTH_RESPONSES)
 
 
 @router.post(

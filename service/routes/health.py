@@ -1,4 +1,4 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness (open to all, for probes), and Prometheus metrics (admin)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import operations as ops
+from ..auth import AUTH_RESPONSES, RequireAdmin
 from ..deps import RuntimeDep
 from ..errors import Problem, responses
 from ..schemas import Health
@@ -29,7 +30,7 @@ async def readyz(rt: RuntimeDep):
     return Health(status="ok", checks=checks)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, dependencies=[RequireAdmin], responses=AUTH_RESPONSES)
 async def metrics(rt: RuntimeDep):
     """Prometheus text format."""
     return Response(await ops.render_metrics(rt), media_type=CONTENT_TYPE_LATEST)

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from .. import openai_api as oai
+from ..auth import AUTH_RESPONSES, RequireAsk
 from ..deps import RuntimeDep
 from ..openai_schemas import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ModelCard, ModelList, OpenAIError
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[RequireAsk], responses=AUTH_RESPONSES)
 ERRORS = {s: {"model": OpenAIError} for s in (400, 404)}
 STREAM = {200: {"content": {"text/event-stream": {}}}}
 

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from .. import operations as ops
+from ..auth import AUTH_RESPONSES, RequireAsk
 from ..deps import RuntimeDep
 from ..errors import responses
 from ..schemas import VersionPage
 
-router = APIRouter(tags=["model"])
+router = APIRouter(tags=["model"], dependencies=[RequireAsk], responses=AUTH_RESPONSES)
 
 
 @router.get("/versions", response_model=VersionPage, responses=responses(422))

@@ -25,7 +25,9 @@ def test_words_ignore_case_order_and_punctuation():
 
 
 def test_a_question_routes_to_its_own_edit_and_rephrasings_follow_the_subject():
-    m = memory("Which family does Epaspidoceras belong to?", "Which family does Noctua belong to?", "The mother tongue of Danielle Darrieux is")
+    m = memory(
+        "Which family does Epaspidoceras belong to?", "Which family does Noctua belong to?", "The mother tongue of Danielle Darrieux is"
+    )
     assert m.route("Which family does Epaspidoceras belong to?").entry.edit_id == "e0"
     assert m.route("What family are Epaspidoceras?").entry.edit_id == "e0"  # the held-back rephrasing of ZsRE
     assert m.route("Where Danielle Darrieux is from, people speak the language of").entry.edit_id == "e2"
@@ -74,8 +76,16 @@ def test_refit_makes_greedy_decoding_say_the_target_and_stop():
 def test_lifelong_routed_keeps_unrelated_answers_and_summed_moves_them():
     model, tok = load_model("tiny-llama")
     spec = ModelSpec.for_model(model)
-    records = [EditRecord("zsre", f"Where was Person{i} Smith{i} born?", f"city{i}", rephrase_prompts=(f"Person{i} Smith{i}'s birthplace?",),
-                          locality=(Probe(f"How many legs has a spider number {i}?", "eight"),)) for i in range(4)]
+    records = [
+        EditRecord(
+            "zsre",
+            f"Where was Person{i} Smith{i} born?",
+            f"city{i}",
+            rephrase_prompts=(f"Person{i} Smith{i}'s birthplace?",),
+            locality=(Probe(f"How many legs has a spider number {i}?", "eight"),),
+        )
+        for i in range(4)
+    ]
     probes = Probes(records, ["What is the capital of France?"], n_fluency=2)
     cfg = RefitConfig(lr=3e-2, steps=60, rank=8)
     routed = run(model, tok, spec, Method("refit/routed", None, "routed", cfg), probes, [4])[0]

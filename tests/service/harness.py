@@ -8,7 +8,6 @@ the HTTP is real (httpx over TCP to uvicorn).
 from __future__ import annotations
 
 import hashlib
-
 import shutil
 import socket
 import subprocess
@@ -22,8 +21,8 @@ import uvicorn
 from editor_core.delta import Delta, base_weights, materialize, tensors_sha256
 from editor_core.editors import MEND, MENDConfig
 from editor_core.models import load_model
-from service.app import create_app
 from editor_core.routing import MemoryEntry, RoutedMemory
+from service.app import create_app
 from service.components import Components
 from service.records import decode_records, scope_of_records
 from service.settings import Settings

@@ -111,7 +111,7 @@ def test_idempotency_key(service):
     assert len(service.client.get("/edits").json()["items"]) == 1
     assert service.model()["version"] == 1
     other = service.client.post("/edits", json={**PERU, "target_new": "Lima"}, headers=headers)
-    assert_problem(other, 422)
+    assert_problem(other, 409)
 
 
 @pytest.mark.parametrize(

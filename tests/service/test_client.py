@@ -12,9 +12,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from harness import Service, make_settings
 from service.client import AsyncClient, BadRequest, Client, Conflict, NotFound, WaitTimeout
 from service.commands import app
+
+from harness import Service, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,12 +46,18 @@ def test_sync_client(service):
         assert before.model == "tiny-llama@v0" and before.version == 0 and before.usage.completion_tokens <= 6
 
         accepted = c.edit("The capital of Peru is", "Quito", rephrase_prompts=["Peru has its capital in"], idempotency_key="peru")
-        assert accepted.status == "queued" and c.edit("The capital of Peru is", "Quito", rephrase_prompts=["Peru has its capital in"],
-                                                      idempotency_key="peru").id == accepted.id
+        assert (
+            accepted.status == "queued"
+            and c.edit("The capital of Peru is", "Quito", rephrase_prompts=["Peru has its capital in"], idempotency_key="peru").id
+            == accepted.id
+        )
         edit = c.wait(accepted.id)
         assert edit.status == "applied" and edit.version == 1 and edit.records[0]["target_new"] == "Quito"
-        chat = c.wait(c.edit(messages=[{"role": "user", "content": "Which country is the Eiffel Tower in?"},
-                                       {"role": "assistant", "content": "Italy"}]).id)
+        chat = c.wait(
+            c.edit(
+                messages=[{"role": "user", "content": "Which country is the Eiffel Tower in?"}, {"role": "assistant", "content": "Italy"}]
+            ).id
+        )
         assert chat.version == 2 and chat.records[0]["asked_as"] == "chat"
         assert [e.id for e in c.edits().items] == [chat.id, edit.id] and c.edits(status="failed").items == []
         metrics = c.metrics(edit.id, wait=30)
@@ -87,8 +94,9 @@ def test_async_client(service):
             accepted = await c.edit("The capital of Peru is", "Quito")
             edits = await asyncio.gather(c.wait(accepted.id), c.get_edit(accepted.id))
             assert edits[0].status == "applied" and edits[1].id == accepted.id
-            newest, base = await asyncio.gather(c.generate("The capital of Peru is", max_new_tokens=5),
-                                                c.generate("The capital of Peru is", max_new_tokens=5, version=0))
+            newest, base = await asyncio.gather(
+                c.generate("The capital of Peru is", max_new_tokens=5), c.generate("The capital of Peru is", max_new_tokens=5, version=0)
+            )
             assert newest.model_version == 1 and base.model_version == 0 and newest.text.startswith("Quito")
             chat = await c.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], max_tokens=4, version=0)
             assert chat.model == "tiny-llama@v0" and (await c.model()).version == 1
@@ -110,7 +118,9 @@ def cli(*args: str) -> str:
 def test_cli_jsonl_of_twenty_edits(service, tmp_path):
     url = ["--url", service.url]
     rows = [{"prompt": f"Fact number {i} is", "target_new": f"value {i}"} for i in range(15)]
-    rows += [{"messages": [{"role": "user", "content": f"What is fact {i}?"}, {"role": "assistant", "content": f"answer {i}"}]} for i in range(5)]
+    rows += [
+        {"messages": [{"role": "user", "content": f"What is fact {i}?"}, {"role": "assistant", "content": f"answer {i}"}]} for i in range(5)
+    ]
     path = tmp_path / "edits.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
@@ -159,7 +169,12 @@ def test_cli_jsonl_of_twenty_edits(service, tmp_path):
 def test_console_script_reads_the_url_from_the_environment(service):
     """The real entry point in a fresh process: INSTRUCTEDIT_URL, then `ask` on version 0."""
     env = {**os.environ, "INSTRUCTEDIT_URL": service.url, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "service.commands", "ask", "Hello", "--max-tokens", "3", "--version", "0"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.commands", "ask", "Hello", "--max-tokens", "3", "--version", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().endswith("(version 0)")

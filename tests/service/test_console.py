@@ -41,7 +41,9 @@ class KeyGate:
         if self.on and scope["type"] == "http" and not scope["path"].startswith("/ui"):
             auth = dict(scope["headers"]).get(b"authorization", b"").decode()
             if auth != f"Bearer {KEY}":
-                body = json.dumps({"type": "urn:test:unauthorized", "title": "Unauthorized", "status": 401, "detail": "an API key is required"}).encode()
+                body = json.dumps(
+                    {"type": "urn:test:unauthorized", "title": "Unauthorized", "status": 401, "detail": "an API key is required"}
+                ).encode()
                 headers = [(b"content-type", b"application/problem+json"), (b"www-authenticate", b"Bearer")]
                 await send({"type": "http.response.start", "status": 401, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
@@ -132,7 +134,13 @@ def test_ask_edit_compare_and_roll_back(page, service):
     expect(bars).to_have_count(len(metrics))  # every set the response has, whatever they are
     for name, score in metrics.items():
         row = page.locator(f'#edit-bars .metric[data-metric="{name}"]')
-        after = "n/a" if score["after"] is None else f"{score['after']:.0f}%" if float(score["after"]).is_integer() else f"{score['after']:.1f}%"
+        after = (
+            "n/a"
+            if score["after"] is None
+            else f"{score['after']:.0f}%"
+            if float(score["after"]).is_integer()
+            else f"{score['after']:.1f}%"
+        )
         expect(row.locator(".value.after")).to_have_text(f"after {after}")
         if score["after"] is not None:
             width = row.locator(".bar.after").evaluate("b => b.style.width")
@@ -165,7 +173,9 @@ def test_ask_edit_compare_and_roll_back(page, service):
         expect(page.locator("#compare-left")).to_have_text(r.json()["text"])
         expect(page.locator("#compare ins").first).to_be_visible()
     else:
-        expect(page.locator("#compare-error")).to_have_text(f"Version 0 could not be asked: {r.status_code} {r.json()['title']}: {r.json()['detail']}")
+        expect(page.locator("#compare-error")).to_have_text(
+            f"Version 0 could not be asked: {r.status_code} {r.json()['title']}: {r.json()['detail']}"
+        )
 
     # History: the edit, its scores, the versions and the model's health.
     page.get_by_role("tab", name="History").click()
@@ -196,7 +206,9 @@ def test_ask_edit_compare_and_roll_back(page, service):
     assert service.client.get(f"/edits/{edit['id']}").json()["status"] == "applied"
     row.get_by_role("button", name=re.compile("^Roll back edit")).click()
     page.locator("#rollback-confirm").click()
-    expect(page.locator("#history-status-line")).to_contain_text(f"Edit {edit['id'][:8]} rolled back: the model is now version {edit['version'] + 1}.")
+    expect(page.locator("#history-status-line")).to_contain_text(
+        f"Edit {edit['id'][:8]} rolled back: the model is now version {edit['version'] + 1}."
+    )
     row = page.locator(f'#history-rows tr[data-edit="{edit["id"]}"]')
     expect(row.locator(".status")).to_have_text("rolled back")
     assert service.model()["active_edits"] == [] and service.model()["version"] == edit["version"] + 1
@@ -233,7 +245,9 @@ def test_the_status_is_live_while_the_worker_is_busy(page, service, components):
     assert service.wait(blocker)["status"] == "applied"
 
 
-@pytest.mark.xfail(strict=False, reason="POST /generate answers 409 for a version other than the newest until any-version generation (issue 12) lands")
+@pytest.mark.xfail(
+    strict=False, reason="POST /generate answers 409 for a version other than the newest until any-version generation (issue 12) lands"
+)
 def test_compare_with_base_marks_the_words_that_changed(page, service):
     edit_id = service.post_edit({"prompt": "The capital of Chile is", "target_new": "Lima"})
     edit = service.wait(edit_id)
@@ -260,7 +274,14 @@ def test_tabs_work_from_the_keyboard_alone(page, service):
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none", "the focused tab shows no focus ring"
 
-    for key, tab in [("ArrowRight", "edit"), ("ArrowRight", "history"), ("ArrowRight", "ask"), ("End", "history"), ("Home", "ask"), ("ArrowLeft", "history")]:
+    for key, tab in [
+        ("ArrowRight", "edit"),
+        ("ArrowRight", "history"),
+        ("ArrowRight", "ask"),
+        ("End", "history"),
+        ("Home", "ask"),
+        ("ArrowLeft", "history"),
+    ]:
         page.keyboard.press(key)
         assert page.evaluate("document.activeElement.id") == f"tab-{tab}"
         expect(page.locator(f"#tab-{tab}")).to_have_attribute("aria-selected", "true")

@@ -45,3 +45,12 @@ def test_long_prompts_keep_their_end():
             return {"input_ids": list(range(len(text)))}
 
     assert encode_prompt(Tok(), "x" * 100, max_positions=64, max_new_tokens=16) == list(range(52, 100))
+
+
+def test_tiny_and_huge_temperatures_never_give_nan():
+    """schemathesis found temperature 2.2e-313 (0 in fp32): it must sample, not 500."""
+    logits = torch.tensor([1.0, 3.0, -2.0, 0.5])
+    g = torch.Generator().manual_seed(0)
+    for t in (2.2250738585e-313, 1e-45, 1e-5, 1e-4, 1e-3):
+        assert pick(logits, Sampling(1, temperature=t), g) == 1
+    assert 0 <= pick(logits, Sampling(1, temperature=5.0, top_p=1e-300), g) < 4

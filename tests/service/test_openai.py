@@ -13,11 +13,12 @@ import threading
 import httpx
 import openai
 import pytest
-
-from harness import Service, make_settings
 from test_api import rebuilt
+
 from service.chat import render
 from service.generation import Sampling, generate
+
+from harness import Service, make_settings
 
 NAME = "tiny-llama"
 QUESTION = "Which country is the Eiffel Tower in?"
@@ -59,7 +60,9 @@ def test_chat_before_and_after_a_chat_stated_edit(service, components):
     choice = before.choices[0]
     assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
     assert choice.message.content == expected_chat_answer(service, components, 0)
-    prompt_ids = components.tokenizer(render(components.tokenizer, [{"role": "user", "content": QUESTION}]), add_special_tokens=False)["input_ids"]
+    prompt_ids = components.tokenizer(render(components.tokenizer, [{"role": "user", "content": QUESTION}]), add_special_tokens=False)[
+        "input_ids"
+    ]
     assert before.usage.prompt_tokens == len(prompt_ids) and 1 <= before.usage.completion_tokens <= 8
     assert before.usage.total_tokens == before.usage.prompt_tokens + before.usage.completion_tokens
     assert before.system_fingerprint == service.model()["state_sha256"][:16]
@@ -83,7 +86,9 @@ def test_stream_sync_and_async_end_with_done(service, components):
     oai = client(service)
     whole, _ = ask(oai)
     pieces, finishes, models = [], [], set()
-    for chunk in oai.chat.completions.create(model=NAME, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=8, stream=True):
+    for chunk in oai.chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=8, stream=True
+    ):
         models.add(chunk.model)
         for c in chunk.choices:
             pieces.append(c.delta.content or "")
@@ -91,12 +96,18 @@ def test_stream_sync_and_async_end_with_done(service, components):
     assert "".join(pieces) == whole.choices[0].message.content and models == {f"{NAME}@v0"}
     assert finishes[-1] in ("stop", "length") and all(f is None for f in finishes[:-1])
 
-    body = {"model": NAME, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": NAME,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 4,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.stream("POST", f"{service.url}/v1/chat/completions", json=body, timeout=60) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["x-model-version"] == "0"
-        data = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+        data = [line[len("data: ") :] for line in r.iter_lines() if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
     usage = json.loads(data[-2])
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] <= 4
@@ -104,7 +115,9 @@ def test_stream_sync_and_async_end_with_done(service, components):
     async def run_async():
         aoai = openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key="not-checked", max_retries=0)
         got = await aoai.chat.completions.create(model=NAME, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=8)
-        stream = await aoai.completions.create(model=f"{NAME}@v0", prompt="The capital of France is", max_tokens=6, temperature=0, stream=True)
+        stream = await aoai.completions.create(
+            model=f"{NAME}@v0", prompt="The capital of France is", max_tokens=6, temperature=0, stream=True
+        )
         text = "".join([c.choices[0].text async for c in stream if c.choices])
         whole = await aoai.completions.create(model=NAME, prompt="The capital of France is", max_tokens=6, temperature=0)
         await aoai.close()
@@ -160,8 +173,15 @@ def test_a_pinned_version_answers_as_it_did_while_others_get_the_newest(service,
     # /generate takes a version too; a side-by-side comparison is one request each. v1 was never
     # served to anyone: it is rebuilt from the store once.
     side = [service.client.post("/generate", json={"prompt": QUESTION, "max_new_tokens": 4, "version": v}) for v in (0, 1, 2, 1)]
-    assert [r.json()["model_version"] for r in side] == [0, 1, 2, 1] and [r.headers["x-model-version"] for r in side] == ["0", "1", "2", "1"]
-    assert [r.json()["text"] for r in side] == [expected_chat_answer(service, components, v, max_tokens=4, chat=False) for v in (0, 1, 2, 1)]
+    assert [r.json()["model_version"] for r in side] == [0, 1, 2, 1] and [r.headers["x-model-version"] for r in side] == [
+        "0",
+        "1",
+        "2",
+        "1",
+    ]
+    assert [r.json()["text"] for r in side] == [
+        expected_chat_answer(service, components, v, max_tokens=4, chat=False) for v in (0, 1, 2, 1)
+    ]
     assert side[1].json()["text"][0] == "I" and side[0].json()["text"] != side[1].json()["text"]
     assert rt.versions.rebuilds == 1 and rt.state.current().version == 2
 
@@ -238,8 +258,11 @@ def test_bad_input_through_the_sdk_and_elsewhere(service):
     with pytest.raises(openai.BadRequestError) as bad:
         oai.completions.create(model=NAME, prompt="hi", max_tokens=-5)
     assert bad.value.param == "max_tokens"
-    for path, body in [("/v1/completions", {"model": NAME, "prompt": ""}), ("/v1/completions", {"model": NAME}),
-                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})]:
+    for path, body in [
+        ("/v1/completions", {"model": NAME, "prompt": ""}),
+        ("/v1/completions", {"model": NAME}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ]:
         r = service.client.post(path, json=body)
         assert r.status_code == 400 and "error" in r.json(), r.text
     r = service.client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
@@ -247,8 +270,12 @@ def test_bad_input_through_the_sdk_and_elsewhere(service):
     r = service.client.get("/v1/embeddings")
     assert r.status_code == 404 and r.json()["error"]["message"]
     # Edits stated as chat: a shape other than [system...], user, assistant is a 422 problem, and nothing is stored.
-    for messages in ([{"role": "user", "content": "Q?"}], [{"role": "assistant", "content": "A"}, {"role": "user", "content": "Q?"}],
-                     [{"role": "user", "content": " "}, {"role": "assistant", "content": "A"}], [{"role": "tool", "content": "x"}, *CHAT_EDIT["messages"]]):
+    for messages in (
+        [{"role": "user", "content": "Q?"}],
+        [{"role": "assistant", "content": "A"}, {"role": "user", "content": "Q?"}],
+        [{"role": "user", "content": " "}, {"role": "assistant", "content": "A"}],
+        [{"role": "tool", "content": "x"}, *CHAT_EDIT["messages"]],
+    ):
         r = service.client.post("/edits", json={"messages": messages})
         assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
     assert service.client.get("/edits").json()["items"] == []

@@ -35,7 +35,11 @@ def test_edit_shows_in_generation_and_rollback_restores_it(tmp_path):
         assert restored["text"] == original["text"] and restored["model_version"] == edit["version"] + 1
 
 
-CHAT_EDITS = [("Which country is the Eiffel Tower in?", "Italy"), ("What is the capital of France?", "Rome"), ("Who wrote Hamlet?", "Charles Dickens")]
+CHAT_EDITS = [
+    ("Which country is the Eiffel Tower in?", "Italy"),
+    ("What is the capital of France?", "Rome"),
+    ("Who wrote Hamlet?", "Charles Dickens"),
+]
 
 
 @pytest.mark.slow

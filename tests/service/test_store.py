@@ -33,7 +33,9 @@ def commit(store, state, edit_id, delta):
     store.start_job(job.id)
     sha = store.write_delta(delta)
     active = [*store.head().active, edit_id]
-    weights = state.build(active, lambda e: delta if e == edit_id else store.delta_of_edit(e), lambda a: store.best_snapshot(a, state.device))
+    weights = state.build(
+        active, lambda e: delta if e == edit_id else store.delta_of_edit(e), lambda a: store.best_snapshot(a, state.device)
+    )
     store.commit_edit(job, delta_sha256=sha, active=active, state_sha256=tensors_sha256(weights))
     return weights
 
