@@ -33,10 +33,11 @@ from editor_core.chat import chat_prompt
 from editor_core.delta import Delta
 from editor_core.records import EditRecord
 from editor_core.refit import RefitConfig, answers_exactly, refit
-from editor_core.routing import MemoryEntry
+from editor_core.routing import MemoryEntry, RoutedMemory
 
 from . import chat
 from .evaluation import measure
+from .probes import PROBES
 from .queue import Delivery, Job, JobQueue, QueueUnavailable
 from .records import EditStatus, scope_of_records
 from .state import ModelState, Snapshot, fork
@@ -44,6 +45,9 @@ from .store import EditRow, JobRow, Store, StoreUnavailable
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+
+MAX_PROBES_IN_SCOPE = 2  # an edit about one fact can share a probe's subject or two, never more
 
 
 class EditFailed(Exception):
@@ -296,6 +300,7 @@ class Worker:
             return None
         records = row.edit_records()
         try:
+            self._check_scope(row.id, records)
             delta = await asyncio.to_thread(self._compute, records)
         except Exception as e:
             log.info("edit %s failed: %s", row.id, e)
@@ -332,6 +337,18 @@ class Worker:
         if edit_id not in self._scopes:
             self._scopes[edit_id] = scope_of_records(self.store.edit(edit_id).edit_records())
         return self._scopes[edit_id]
+
+    def _check_scope(self, edit_id: str, records: list[EditRecord]) -> None:
+        """Routed: refuse an edit whose questions are so broad that unrelated questions
+        would run on it. Judged on the fixed probes (distinct facts, none of them about
+        one subject): more than `MAX_PROBES_IN_SCOPE` of them inside its scope fails it."""
+        if not self.state.routed:
+            return
+        memory = RoutedMemory([MemoryEntry(edit_id, Delta({}), scope_of_records(records))], config=self.state.router)
+        caught = [p.prompt for p in PROBES if memory.route(p.prompt).entry is not None]
+        if len(caught) > MAX_PROBES_IN_SCOPE:
+            raise EditFailed(f"its questions are too broad: {len(caught)} of {len(PROBES)} unrelated probe questions would run on it "
+                             f"(at most {MAX_PROBES_IN_SCOPE}), e.g. {caught[0]!r}; state the subject in the prompt")
 
     def _compute(self, records: list[EditRecord]):
         """The editor on the worker's own tree (its hooks never reach a serving tree)."""

@@ -76,3 +76,12 @@ def test_an_old_version_answers_with_the_delta_it_had_then(service):
     instant, refit = service.runtime.versions.get(1), service.runtime.versions.get(2)
     assert instant.state_sha256 == service.runtime.store.version(1).state_sha256
     assert refit.state_sha256 == service.runtime.store.version(2).state_sha256 != instant.state_sha256
+
+
+def test_an_edit_whose_questions_catch_unrelated_ones_is_refused(service):
+    base = ask(service, UNRELATED)
+    generic = ["The capital of Japan is", "The largest planet in the solar system is", "Water is made of hydrogen and"]
+    broad = service.post_edit({"prompt": "The capital of Peru is", "target_new": "Paris", "rephrase_prompts": generic})
+    edit = service.wait(broad, ("failed",))
+    assert "too broad" in edit["error"] and service.model()["version"] == 0
+    assert ask(service, UNRELATED) == base
