@@ -126,11 +126,29 @@ def main(argv: list[str] | None = None) -> None:
         default=Path("runs/lifelong-cache"),
         help="routed edits are saved here per method and split, and reused by later runs",
     )
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="only merge the rows of these results files (runs split over processes) into --out, then write the table",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out or RESULTS / ("lifelong.json" if args.split == "test" else "lifelong_val.json")
     checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
     done = json.loads(out.read_text()) if out.exists() else {"model": args.model, "rows": []}
+    if args.merge:
+        for other in args.merge:
+            rows = json.loads(other.read_text())["rows"]
+            keys = {(r["method"], r["n_edits"], r["extra"]["split"], r["prompt_format"]) for r in rows}
+            done["rows"] = [
+                r for r in done["rows"] if (r["method"], r["n_edits"], r["extra"]["split"], r["prompt_format"]) not in keys
+            ] + rows
+        out.write_text(json.dumps(done, indent=1) + "\n")
+        write_table(done, out.with_suffix(".md"))
+        plot(done, out.with_suffix(".png"))
+        return
     have = {(r["method"], r["n_edits"], r["extra"]["split"]) for r in done["rows"]}
 
     model, tok = load_model(args.model)

@@ -114,6 +114,7 @@ def main() -> None:
         def go():
             out = generate(tree_of(), tok, ids, s)
             go.tokens = out.tokens
+
         sec = timed(go, args.repeat)
         return go.tokens / sec
 
@@ -128,8 +129,12 @@ def main() -> None:
         "generate_ratio_1000_edits_in_scope": held_tps_i / base_tps_i,
         "rollback_ratio_1000": t_rollback / t_apply,
         "seconds": {"fwd_bwd": t_fwd_bwd, "apply": t_apply, "rollback": t_rollback},
-        "tokens_per_second": {"unedited": base_tps, "held_unrelated": held_tps, "unedited_in_scope_prompt": base_tps_i,
-                              "held_in_scope": held_tps_i},
+        "tokens_per_second": {
+            "unedited": base_tps,
+            "held_unrelated": held_tps,
+            "unedited_in_scope_prompt": base_tps_i,
+            "held_in_scope": held_tps_i,
+        },
         "threads": args.threads,
     }
     out = RESULTS / "lifelong.json"

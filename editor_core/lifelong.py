@@ -192,8 +192,7 @@ class Method:
         return Routed(base, self.router) if self.holding == "routed" else Summed(base)
 
 
-def apply_edit(method: Method, model, tok, spec, holding: Holding, edit_id: str, record: EditRecord,
-               cache: Path | None = None) -> dict:
+def apply_edit(method: Method, model, tok, spec, holding: Holding, edit_id: str, record: EditRecord, cache: Path | None = None) -> dict:
     """Compute one edit on the weights it would be computed on in the service, and hold it.
 
     A routed edit is computed on the base alone, so it is the same edit whatever
@@ -246,18 +245,30 @@ def _batched(holding: Holding, model, questions, fn, batch_size: int = 16) -> li
 
 def answer(model, tok, holding: Holding, questions: Sequence[str], prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
     """Greedy answers to `prompts`, each row run on what its `question` routes to."""
-    return _batched(holding, model, questions, lambda idx: metrics.generate_answers(
-        model, tok, [prompts[i] for i in idx], max_new_tokens=max_new_tokens, batch_size=len(idx)))
+    return _batched(
+        holding,
+        model,
+        questions,
+        lambda idx: metrics.generate_answers(model, tok, [prompts[i] for i in idx], max_new_tokens=max_new_tokens, batch_size=len(idx)),
+    )
 
 
 def teacher_forced(model, tok, holding: Holding, questions, prompts, answers) -> list[float]:
-    return _batched(holding, model, questions, lambda idx: metrics.teacher_forced_accuracy(
-        model, tok, [prompts[i] for i in idx], [answers[i] for i in idx], batch_size=len(idx)))
+    return _batched(
+        holding,
+        model,
+        questions,
+        lambda idx: metrics.teacher_forced_accuracy(model, tok, [prompts[i] for i in idx], [answers[i] for i in idx], batch_size=len(idx)),
+    )
 
 
 def argmax_answers(model, tok, holding: Holding, questions, prompts, answers) -> list[torch.Tensor]:
-    return _batched(holding, model, questions, lambda idx: metrics.answer_argmax(
-        model, tok, [prompts[i] for i in idx], [answers[i] for i in idx], batch_size=len(idx)))
+    return _batched(
+        holding,
+        model,
+        questions,
+        lambda idx: metrics.answer_argmax(model, tok, [prompts[i] for i in idx], [answers[i] for i in idx], batch_size=len(idx)),
+    )
 
 
 @torch.inference_mode()
@@ -279,6 +290,7 @@ class Probes:
         recs = self.records[:n]
         out: dict[str, tuple[list[str], list[str], list[str]]] = {}
         for fmt in ("plain", "chat"):
+
             def ask(q: str, fmt: str = fmt) -> str:
                 return q if fmt == "plain" else chat_prompt(tok, q)
 
@@ -291,8 +303,9 @@ class Probes:
         return out
 
 
-def measure(model, tok, holding: Holding, probes: Probes, n: int, reference: dict, *, max_new_tokens: int = 32,
-            teacher_forcing: bool = True) -> dict:
+def measure(
+    model, tok, holding: Holding, probes: Probes, n: int, reference: dict, *, max_new_tokens: int = 32, teacher_forcing: bool = True
+) -> dict:
     """All scores of the first n edits on the state `holding` now holds. `reference`
     caches the unedited model's answers (filled on first use, with the base weights)."""
     sets = probes.sets(tok, n)
@@ -348,8 +361,9 @@ def measure(model, tok, holding: Holding, probes: Probes, n: int, reference: dic
     # health: fluency where the edits apply (continuations of the first edits' prompts),
     # and the perplexity of a fixed unrelated text
     flu_q = [r.prompt for r in probes.records[: min(n, probes.n_fluency)]]
-    flu = _batched(holding, model, flu_q, lambda idx: metrics.fluency(
-        model, tok, [flu_q[i] for i in idx], max_new_tokens=40, batch_size=len(idx)))
+    flu = _batched(
+        holding, model, flu_q, lambda idx: metrics.fluency(model, tok, [flu_q[i] for i in idx], max_new_tokens=40, batch_size=len(idx))
+    )
     base_flu = reference.setdefault("fluency", {})
     todo = [q for q in flu_q if q not in base_flu]
     if todo:
@@ -369,9 +383,19 @@ def measure(model, tok, holding: Holding, probes: Probes, n: int, reference: dic
     return res
 
 
-def run(model, tok, spec, method: Method, probes: Probes, checkpoints: Sequence[int], *,
-        on_result: Callable[[dict], None] | None = None, progress: Callable[[int], None] | None = None,
-        reference: dict | None = None, cache: Path | None = None) -> list[dict]:
+def run(
+    model,
+    tok,
+    spec,
+    method: Method,
+    probes: Probes,
+    checkpoints: Sequence[int],
+    *,
+    on_result: Callable[[dict], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    reference: dict | None = None,
+    cache: Path | None = None,
+) -> list[dict]:
     """Apply the records in order with `method`; measure every edit so far at each checkpoint."""
     base = base_weights(model, spec.edit_params)
     holding = method.make_holding(base)

@@ -76,8 +76,16 @@ class ModelState:
     `template` is the model as loaded (the base); it is never run and never
     changed, so the caller's model object stays the base model."""
 
-    def __init__(self, model: nn.Module, tokenizer, names: Sequence[str], *, memory: str = "routed",
-                 router: RouterConfig | None = None, tree_cache: int = 16):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        names: Sequence[str],
+        *,
+        memory: str = "routed",
+        router: RouterConfig | None = None,
+        tree_cache: int = 16,
+    ):
         if memory not in ("routed", "summed"):
             raise ValueError(f"memory must be 'routed' or 'summed', not {memory!r}")
         self.template = model
@@ -152,8 +160,9 @@ class ModelState:
                 self._trees.popitem(last=False)
         return tree
 
-    def build(self, active: Sequence[str], delta_of: Callable[[str], Delta], find_snapshot: FindSnapshot | None = None
-              ) -> dict[str, torch.Tensor]:
+    def build(
+        self, active: Sequence[str], delta_of: Callable[[str], Delta], find_snapshot: FindSnapshot | None = None
+    ) -> dict[str, torch.Tensor]:
         """Summed: base + the deltas of `active`, in order, from the longest stored
         snapshot prefix (else the base); never subtracts. An empty list gives the
         base tensors themselves, so rolling everything back is bit-identical."""

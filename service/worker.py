@@ -325,8 +325,9 @@ class Worker:
         return _MetricsWork(row.id, records, pre, snapshot)
 
     def _assemble(self, version: int, active: list[str], delta_of: Callable[[str], Delta] | None = None) -> Snapshot:
-        return self.state.assemble(version, active, delta_of or self._delta_of, self._scope_of,
-                                   lambda a: self.store.best_snapshot(list(a), self.state.device))
+        return self.state.assemble(
+            version, active, delta_of or self._delta_of, self._scope_of, lambda a: self.store.best_snapshot(list(a), self.state.device)
+        )
 
     def _delta_of(self, edit_id: str) -> Delta:
         if edit_id not in self._deltas:
@@ -347,8 +348,10 @@ class Worker:
         memory = RoutedMemory([MemoryEntry(edit_id, Delta({}), scope_of_records(records))], config=self.state.router)
         caught = [p.prompt for p in PROBES if memory.route(p.prompt).entry is not None]
         if len(caught) > MAX_PROBES_IN_SCOPE:
-            raise EditFailed(f"its questions are too broad: {len(caught)} of {len(PROBES)} unrelated probe questions would run on it "
-                             f"(at most {MAX_PROBES_IN_SCOPE}), e.g. {caught[0]!r}; state the subject in the prompt")
+            raise EditFailed(
+                f"its questions are too broad: {len(caught)} of {len(PROBES)} unrelated probe questions would run on it "
+                f"(at most {MAX_PROBES_IN_SCOPE}), e.g. {caught[0]!r}; state the subject in the prompt"
+            )
 
     def _compute(self, records: list[EditRecord]):
         """The editor on the worker's own tree (its hooks never reach a serving tree)."""
@@ -446,8 +449,17 @@ class Worker:
         entry = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id)
         first, *rest = work.records
         more = [(r.prompt, r.target_new, r.rephrase_prompts) for r in rest]
-        return refit(self._refit_tree, self.tokenizer, self.editor.spec, first.prompt, first.target_new, entry.delta, self.refit,
-                     rephrasings=first.rephrase_prompts, more=more).delta
+        return refit(
+            self._refit_tree,
+            self.tokenizer,
+            self.editor.spec,
+            first.prompt,
+            first.target_new,
+            entry.delta,
+            self.refit,
+            rephrasings=first.rephrase_prompts,
+            more=more,
+        ).delta
 
     async def _collect(self) -> None:
         """Commit what the background thread finished: a refit becomes a new version."""
@@ -475,8 +487,9 @@ class Worker:
         self._deltas[fin.edit_id] = fin.delta
         snapshot = await asyncio.to_thread(self._assemble, head.version + 1, list(head.active))
         sha = await asyncio.to_thread(self.store.write_delta, fin.delta)
-        committed = self.store.commit_refit(fin.edit_id, delta_sha256=sha, took=bool(fin.took), active=list(head.active),
-                                            state_sha256=snapshot.state_sha256)
+        committed = self.store.commit_refit(
+            fin.edit_id, delta_sha256=sha, took=bool(fin.took), active=list(head.active), state_sha256=snapshot.state_sha256
+        )
         if committed is None:
             self._deltas[fin.edit_id] = old
             return
