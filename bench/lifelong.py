@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from editor_core import lifelong
-from editor_core.data.splits import load_task_split
 from editor_core.editors import load_editor
 from editor_core.editors.ftl import FTL
+from editor_core.lifelong import capability_questions
+from editor_core.lifelong import lifelong_records as edit_records
 from editor_core.models import load_model
 from editor_core.refit import RefitConfig
 from editor_core.routing import RouterConfig
@@ -36,33 +37,6 @@ from editor_core.routing import RouterConfig
 SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("instructedit/summed", "ft-l/summed", "instructedit/routed", "instructedit/routed+refit", "refit-only/routed")
-
-
-def edit_records(split: str, n: int, *, strict: bool = True) -> list:
-    if split == "val":
-        zsre = load_task_split("zsre", "val") + load_task_split("zsre", "train")[:400]
-        cf = load_task_split("counterfact", "val")
-    else:
-        zsre, cf = load_task_split("zsre", "test"), load_task_split("counterfact", "test")
-    out, seen = [], set()
-    for pair in zip(zsre, cf):
-        for r in pair:
-            subject = (r.subject or r.prompt).strip().lower()
-            if subject not in seen and r.rephrase_prompts and r.locality:
-                seen.add(subject)
-                out.append(r)
-    if len(out) < n and strict:
-        raise SystemExit(f"only {len(out)} usable records in split {split!r}; asked for {n}")
-    return out[:n]
-
-
-def capability_questions(n: int = 60) -> list[str]:
-    """Unrelated questions whose unedited answers must survive: NQ questions and
-    CounterFact completions from training records (never edited here)."""
-    zsre = load_task_split("zsre", "train")[400:]
-    cf = load_task_split("counterfact", "train")
-    nq = [p.prompt.removeprefix("nq question: ") for r in zsre for p in r.locality][: n // 2]
-    return nq + [p.prompt for r in cf for p in r.locality][: n - len(nq)]
 
 
 def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig) -> lifelong.Method:

@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 
 import torch
-from lifelong import RESULTS, SHIPPED, edit_records
+from lifelong import RESULTS, SHIPPED
 
 from editor_core.chat import chat_prompt
 from editor_core.delta import Delta
 from editor_core.editors import load_editor
+from editor_core.lifelong import lifelong_records as edit_records
 from editor_core.models import load_model
 from editor_core.routing import MemoryEntry, scope_of
 from editor_core.tokens import encode_pairs
@@ -57,9 +58,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=Path("runs/lifelong-cache/speed"))
-    ap.add_argument("--distinct", type=int, default=0,
-                    help="compute only this many editor deltas and reuse them across the N entries (0: one per record); "
-                    "what routing, generation and rollback cost does not depend on the deltas' values")
+    ap.add_argument(
+        "--distinct",
+        type=int,
+        default=0,
+        help="compute only this many editor deltas and reuse them across the N entries (0: one per record); "
+        "what routing, generation and rollback cost does not depend on the deltas' values",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model("smollm2-135m")

@@ -21,10 +21,11 @@ from .dataclass_cli import given, options, with_signature
 from .delta import base_weights, load_weights, materialize
 from .editors import load_editor
 from .metrics import generate_greedy
-from .models import SMOLLM2, cache_dir, load_model, pull_smollm2
+from .models import SMOLLM2, ModelSpec, cache_dir, load_model, pull_smollm2
 from .recipes import load_recipe, recipe_names
 from .records import EditRecord
-from .report import load_method, run_evaluation
+from .refit import RefitConfig
+from .report import load_method, parse_editor, run_evaluation
 from .train import train as run_training
 from .train_config import TrainConfig, make_config
 
@@ -56,8 +57,9 @@ def edit(
     prompt: str = typer.Option(..., help="the prompt whose answer should change"),
     target: str = typer.Option(..., help="the new answer"),
     model: str = typer.Option("smollm2-135m", help="HF id, local path or built-in name"),
-    editor: str = typer.Option(str(DEFAULT_EDITOR),
-                               help="editor checkpoint (.safetensors), 'untrained', or a registered editor tag (a new one: 'ft-l')"),
+    editor: str = typer.Option(
+        str(DEFAULT_EDITOR), help="editor checkpoint (.safetensors), 'untrained', or a registered editor tag (a new one: 'ft-l')"
+    ),
     task: str = typer.Option("counterfact", help="instruction task for an instructed editor"),
     check: list[str] = typer.Option([], help="extra prompts to generate from before and after"),
     max_new_tokens: int = 12,
@@ -101,8 +103,10 @@ def train(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     card = run_training(cfg, resume=not fresh)
-    console.print(f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "
-                  f"{card.get('stopped') or 'all steps run'}. Checkpoints in {cfg.out}")
+    console.print(
+        f"done: {card['step']} steps, {card['wall_seconds'] / 60:.1f} min; best validation {card['best']}; "
+        f"{card.get('stopped') or 'all steps run'}. Checkpoints in {cfg.out}"
+    )
 
 
 @app.command()
@@ -139,8 +143,9 @@ def _public_card(path: Path) -> dict:
 
 @app.command()
 def evaluate(
-    editor: list[str] = typer.Option([str(DEFAULT_EDITOR)],
-                                     help="editor checkpoint(s), 'none', 'untrained' or an editor tag ('ft-l'); NAME=PATH to label"),
+    editor: list[str] = typer.Option(
+        [str(DEFAULT_EDITOR)], help="editor checkpoint(s), 'none', 'untrained' or an editor tag ('ft-l'); NAME=PATH to label"
+    ),
     model: str = "smollm2-135m",
     tasks: str = "counterfact,wikirecent,convsent,zsre",
     records: Optional[Path] = typer.Option(None, help="evaluate this records file (any supported format) instead of the test splits"),
@@ -150,12 +155,54 @@ def evaluate(
     out: Path = typer.Option(Path("bench/results/quality.json")),
     data_dir: Optional[Path] = None,
     append: bool = typer.Option(False, help="keep the rows of other methods already in OUT"),
+    lifelong: Optional[str] = typer.Option(
+        None,
+        help="N1,N2,...: the lifelong protocol instead: ZsRE + CounterFact edits held "
+        "at once, all measured at each N by generation (plain and chat); the first --editor",
+    ),
+    memory: str = typer.Option("routed", help="lifelong: how edits are held, routed or summed"),
+    refit: bool = typer.Option(True, help="lifelong: refit each edit until it shows in generation (editor_core/refit.py)"),
+    split: str = typer.Option("test", help="lifelong: val (choose settings here) or test"),
 ):
-    """Edit each test record alone and report the field's metrics per task."""
-    rows = run_evaluation(editors=editor, model=model, tasks=[t for t in tasks.split(",") if t], records_file=records, n=n,
-                          unseen_instruction=unseen_instruction, sequential=sequential, out=out, data_dir=data_dir, console=console,
-                          append=append)
+    """Edit each test record alone and report the field's metrics per task (or, with --lifelong, hold many edits at once)."""
+    if lifelong:
+        return _lifelong(editor[0], model, memory, refit, split, sorted(int(x) for x in lifelong.split(",")), out)
+    rows = run_evaluation(
+        editors=editor,
+        model=model,
+        tasks=[t for t in tasks.split(",") if t],
+        records_file=records,
+        n=n,
+        unseen_instruction=unseen_instruction,
+        sequential=sequential,
+        out=out,
+        data_dir=data_dir,
+        console=console,
+        append=append,
+    )
     console.print(f"wrote {out} ({len(rows)} rows), {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+
+
+def _lifelong(editor: str, model_name: str, memory: str, refit: bool, split: str, checkpoints: list[int], out: Path) -> None:
+    from . import lifelong as ll
+
+    model, tok = load_model(model_name)
+    name, what = parse_editor(editor)
+    method_editor = None if what == "none" else load_method(what, model)
+    method = ll.Method(f"{name}/{memory}{'+refit' if refit else ''}", method_editor, memory, RefitConfig() if refit else None)
+    spec = method_editor.spec if method_editor is not None else ModelSpec.for_model(model)
+    probes = ll.Probes(ll.lifelong_records(split, max(checkpoints)), ll.capability_questions())
+    results = ll.run(
+        model,
+        tok,
+        spec,
+        method,
+        probes,
+        checkpoints,
+        on_result=lambda r: console.print(f"N={r['n_edits']}: plain {r['plain']}  chat {r['chat']}"),
+    )
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    console.print(f"wrote {out}")
 
 
 @app.command()

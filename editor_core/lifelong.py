@@ -41,6 +41,7 @@ import torch
 
 from . import metrics
 from .chat import chat_prompt
+from .data.splits import load_task_split
 from .delta import Delta, base_weights, load_weights, materialize
 from .records import EditRecord
 from .refit import RefitConfig, refit
@@ -54,6 +55,41 @@ CAPABILITY_TEXT = (
     "Children walk to school along the river path, and in the summer they swim where the water is slow. "
     "The library opens at nine in the morning and closes at six, except on Sundays, when it is closed all day."
 )
+
+
+# --------------------------------------------------------------------------- records
+
+
+def lifelong_records(split: str, n: int, *, strict: bool = True) -> list[EditRecord]:
+    """ZsRE and CounterFact, alternating, one edit per subject (the ZsRE files repeat
+    subjects with other answers; the first record of each subject is kept, so no
+    edit contradicts an earlier one). "val": ZsRE val + train[:400] and CounterFact
+    val (where settings are chosen); "test": the ZsRE hold-out file and CounterFact
+    test (what is reported). Neither is in the router's word table."""
+    if split == "val":
+        zsre = load_task_split("zsre", "val") + load_task_split("zsre", "train")[:400]
+        cf = load_task_split("counterfact", "val")
+    else:
+        zsre, cf = load_task_split("zsre", "test"), load_task_split("counterfact", "test")
+    out, seen = [], set()
+    for pair in zip(zsre, cf):
+        for r in pair:
+            subject = (r.subject or r.prompt).strip().lower()
+            if subject not in seen and r.rephrase_prompts and r.locality:
+                seen.add(subject)
+                out.append(r)
+    if len(out) < n and strict:
+        raise ValueError(f"only {len(out)} usable records in split {split!r}; asked for {n}")
+    return out[:n]
+
+
+def capability_questions(n: int = 60) -> list[str]:
+    """Unrelated questions whose unedited answers must survive: NQ questions and
+    CounterFact completions from training records (never edited here)."""
+    zsre = load_task_split("zsre", "train")[400:]
+    cf = load_task_split("counterfact", "train")
+    nq = [p.prompt.removeprefix("nq question: ") for r in zsre for p in r.locality][: n // 2]
+    return nq + [p.prompt for r in cf for p in r.locality][: n - len(nq)]
 
 
 # --------------------------------------------------------------------------- holding edits
