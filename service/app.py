@@ -62,10 +62,15 @@ def _tailored(openapi, settings: Settings, *, auth_enabled: bool):
 
     def schema() -> dict:
         doc = openapi()  # cached by FastAPI: doing this again changes nothing
-        gen = doc.get("components", {}).get("schemas", {}).get("GenerateRequest", {}).get("properties", {})
-        if "max_new_tokens" in gen:
-            gen["max_new_tokens"]["maximum"] = settings.max_new_tokens
-            gen["max_new_tokens"]["default"] = min(gen["max_new_tokens"]["default"], settings.max_new_tokens)
+        schemas = doc.get("components", {}).get("schemas", {})
+        cap = settings.max_new_tokens
+        for name, field in (("GenerateRequest", "max_new_tokens"), ("CompletionRequest", "max_tokens"),
+                            ("ChatCompletionRequest", "max_tokens"), ("ChatCompletionRequest", "max_completion_tokens")):
+            prop = schemas.get(name, {}).get("properties", {}).get(field)
+            if prop is not None:
+                prop["maximum"] = cap
+                if isinstance(prop.get("default"), int):
+                    prop["default"] = min(prop["default"], cap)
         if not auth_enabled:
             doc.get("components", {}).pop("securitySchemes", None)
             for item in doc.get("paths", {}).values():

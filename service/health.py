@@ -7,7 +7,8 @@
   greedy answer on this version is the unedited model's, word for word. Routed,
   only probes that fall in some edit's scope can differ, and only those are run.
 
-Both are computed once per version and kept (the last few versions).
+Both are computed once per version and kept (the last few versions); `GET /model`
+never waits for the capability run (`peek`).
 """
 
 from __future__ import annotations
@@ -28,19 +29,39 @@ class Health:
         self._norms: dict[str, float] = {}  # delta sha256 -> its largest relative norm
         self._base_answers: list[str] | None = None
         self._cache: OrderedDict[int, dict] = OrderedDict()
-        self._lock = threading.Lock()
+        self._running: set[int] = set()  # versions whose capability run is under way
+        self._lock = threading.Lock()  # the cache and the running set
+        self._compute = threading.Lock()
+
+    def peek(self, snap: Snapshot) -> dict:
+        """What is known of `snap` now, without waiting: the capability set is run
+        on a thread of its own the first time a version is asked about, and reads
+        null (`capability_pending`) until it is done."""
+        with self._lock:
+            done = self._cache.get(snap.version)
+            if done is not None and done["state_sha256"] == snap.state_sha256:
+                return done
+            start = snap.version not in self._running
+            self._running.add(snap.version)
+        if start:
+            threading.Thread(target=self.of, args=(snap,), name="instructedit-health", daemon=True).start()
+        return {"state_sha256": snap.state_sha256, "active_edits": len(snap.active), "max_norm_ratio": self._norm(snap),
+                "capability": None, "capability_pending": True}
 
     def of(self, snap: Snapshot) -> dict:
-        """May generate (a few probes): call it in a thread."""
-        with self._lock:
-            if snap.version in self._cache and self._cache[snap.version]["state_sha256"] == snap.state_sha256:
-                return self._cache[snap.version]
+        """Everything, computed now (generates a few probes): call it off the event loop."""
+        try:
             out = {"state_sha256": snap.state_sha256, "active_edits": len(snap.active), "max_norm_ratio": self._norm(snap)}
-            out.update(self._capability(snap))
-            self._cache[snap.version] = out
-            while len(self._cache) > self.keep:
-                self._cache.popitem(last=False)
+            with self._compute:  # one capability run at a time
+                out.update(self._capability(snap))
+            with self._lock:
+                self._cache[snap.version] = out
+                while len(self._cache) > self.keep:
+                    self._cache.popitem(last=False)
             return out
+        finally:
+            with self._lock:
+                self._running.discard(snap.version)
 
     def _norm(self, snap: Snapshot) -> float:
         base = self.state.base

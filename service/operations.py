@@ -143,7 +143,7 @@ def edit_metrics(rt: Runtime, *, edit_id: str) -> tuple[int, MetricsPublic]:
 
 async def model_info(rt: Runtime) -> ModelPublic:
     snap = rt.state.current()
-    health = await asyncio.to_thread(rt.health.of, snap)
+    health = await asyncio.to_thread(rt.health.peek, snap)
     c = rt.components
     editor = EditorPublic(
         tag=getattr(c.editor, "tag", type(c.editor).__name__),

@@ -6,15 +6,19 @@ ran on: `model` is `<name>@v<K>`, and the `X-Model-Version` header is K.
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from .. import openai_api as oai
-from ..auth import AUTH_RESPONSES, RequireAsk
+from ..auth import RequireAsk
 from ..deps import RuntimeDep
 from ..openai_schemas import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ModelCard, ModelList, OpenAIError
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[RequireAsk], responses=AUTH_RESPONSES)
+# On /v1 every error, the key's included, has OpenAI's shape (errors.problem_response switches on the path).
+V1_AUTH_RESPONSES = {s: {"model": OpenAIError, "description": HTTPStatus(s).phrase} for s in (401, 403, 429)}
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[RequireAsk], responses=V1_AUTH_RESPONSES)
 ERRORS = {s: {"model": OpenAIError} for s in (400, 404)}
 STREAM = {200: {"content": {"text/event-stream": {}}}}
 

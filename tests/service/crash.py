@@ -29,17 +29,20 @@ from pathlib import Path
 import httpx
 from process import ServiceProcess
 
-from editor_core.delta import Delta, materialize, tensors_sha256
+from editor_core.delta import Delta
 from editor_core.editors import MENDConfig
 from editor_core.models import ModelSpec, load_model
+from editor_core.routing import MemoryEntry
+from service.records import decode_records, scope_of_records
 from service.state import ModelState
 
 TERMINAL = {"applied", "failed", "rolled_back"}
 
 
 class Rebuilder:
-    """base + deltas from the store's files, computed in this process (no snapshots):
-    the weights a version must have, whatever the service did."""
+    """A version's state rebuilt in this process from the store's rows and delta files
+    alone (the routed memory of its active edits, with the deltas they had then):
+    the state a version must have, whatever the service did."""
 
     def __init__(self):
         model, tok = load_model("tiny-llama", device="cpu")
@@ -47,9 +50,13 @@ class Rebuilder:
         names = ModelSpec.for_model(model, n_last_layers=config.n_last_layers, edit_params=config.edit_params).edit_params
         self.state = ModelState(model, tok, names)
 
-    def sha(self, store_dir: Path, delta_shas: list[str]) -> str:
-        deltas = [Delta.load(Path(store_dir) / "deltas" / f"{s}.safetensors") for s in delta_shas]
-        return tensors_sha256(materialize(self.state.base, deltas))
+    def sha(self, store_dir: Path, version: int, edits: list[tuple[str, str, list[dict]]]) -> str:
+        """`edits`: (edit id, delta sha256, stored records) of the version's active edits, in order."""
+        entries = [
+            MemoryEntry(e, Delta.load(Path(store_dir) / "deltas" / f"{sha}.safetensors"), scope_of_records(decode_records(e, records)))
+            for e, sha, records in edits
+        ]
+        return self.state.routed_snapshot(version, entries).state_sha256
 
 
 def _manifest(store_dir: Path) -> sqlite3.Connection:
@@ -61,9 +68,13 @@ def _manifest(store_dir: Path) -> sqlite3.Connection:
 def rebuild_sha(rebuilder: Rebuilder, store_dir: Path, version: int) -> tuple[str, str]:
     """(recorded, rebuilt) state_sha256 of `version` (read-only; the service may be running)."""
     with _manifest(store_dir) as db:
-        row = db.execute("SELECT active, state_sha256 FROM versions WHERE version = ?", (version,)).fetchone()
-        shas = [db.execute("SELECT delta_sha256 FROM edits WHERE id = ?", (e,)).fetchone()[0] for e in json.loads(row["active"])]
-    return row["state_sha256"], rebuilder.sha(store_dir, shas)
+        row = db.execute("SELECT active, state_sha256, deltas FROM versions WHERE version = ?", (version,)).fetchone()
+        then = json.loads(row["deltas"] or "{}")
+        edits = []
+        for e in json.loads(row["active"]):
+            now_sha, records = db.execute("SELECT delta_sha256, records FROM edits WHERE id = ?", (e,)).fetchone()
+            edits.append((e, then.get(e) or now_sha, json.loads(records)))
+    return row["state_sha256"], rebuilder.sha(store_dir, version, edits)
 
 
 @dataclass
