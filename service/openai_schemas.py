@@ -57,7 +57,8 @@ class _Sampling(Strict):
     max_tokens: int | None = Field(None, ge=1, description="default: the service's cap (max_new_tokens setting)")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy (OpenAI's default is 1)")
     top_p: float = Field(1.0, ge=0.0, le=1.0, description="0 = greedy")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the same seed gives the same answer on the same version")
+    # 2**53 - 1: the largest integer every JSON parser reads exactly (as on POST /generate)
+    seed: int | None = Field(None, ge=0, le=2**53 - 1, description="the same seed gives the same answer on the same version")
     stop: Stop | list[Stop] | None = Field(None, description=f"up to {MAX_STOP} strings; the answer ends before the first")
     n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices; choice i samples with seed + i")
     stream: bool = False
