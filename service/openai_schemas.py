@@ -59,27 +59,16 @@ class _Sampling(Strict):
     top_p: float = Field(1.0, ge=0.0, le=1.0, description="0 = greedy")
     # 2**53 - 1: the largest integer every JSON parser reads exactly (as on POST /generate)
     seed: int | None = Field(None, ge=0, le=2**53 - 1, description="the same seed gives the same answer on the same version")
-    stop: Stop | list[Stop] | None = Field(None, description=f"up to {MAX_STOP} strings; the answer ends before the first")
+    stop: Stop | Annotated[list[Stop], Field(max_length=MAX_STOP)] | None = Field(
+        None, description=f"up to {MAX_STOP} strings; the answer ends before the first"
+    )
     n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices; choice i samples with seed + i")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, description="accepted, not used")
-    presence_penalty: float = Field(0.0, description="only 0 is implemented")
-    frequency_penalty: float = Field(0.0, description="only 0 is implemented")
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalties(cls, value: float):
-        if value != 0:
-            raise ValueError("only 0 is implemented")
-        return value
-
-    @field_validator("stop")
-    @classmethod
-    def _few_stops(cls, value):
-        if isinstance(value, list) and len(value) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop strings")
-        return value
+    # The schema states it too (minimum = maximum = 0), so a client sees it before it asks.
+    presence_penalty: float = Field(0.0, ge=0.0, le=0.0, description="only 0 is implemented")
+    frequency_penalty: float = Field(0.0, ge=0.0, le=0.0, description="only 0 is implemented")
 
     @property
     def stops(self) -> tuple[str, ...]:
