@@ -67,11 +67,15 @@ class _MetricsWork:
 
 @dataclass
 class _Finished:
-    edit_id: str
+    work: _MetricsWork
     took: bool | None
     delta: Delta | None  # a refit delta to commit, if one was fitted
     metrics: dict | None
     error: str | None = None
+
+    @property
+    def edit_id(self) -> str:
+        return self.work.edit_id
 
 
 class Worker:
@@ -419,21 +423,22 @@ class Worker:
         self._pending.append(self._background.submit(self._finish, work))
 
     def _finish(self, work: _MetricsWork) -> _Finished:
-        """On the background thread: never touches the served state, only reads snapshots."""
+        """On the background thread: never touches the served state, only reads snapshots.
+        A check (and refit) first, reported as soon as it is done; the metrics are a
+        second task, on the version the writer published after it."""
         try:
-            took, delta, post = None, None, work.post
-            if work.check:
-                took = self._took(post, work.records)
-                if not took and self.refit is not None:
-                    delta = self._refit_delta(work)
-                    entries = [MemoryEntry(e.edit_id, delta, e.scope) if e.edit_id == work.edit_id else e for e in post.memory.entries]
-                    post = self.state.routed_snapshot(post.version, entries)  # what the writer will publish
-                    took = self._took(post, work.records)
-            metrics = measure(work.pre, post, self.tokenizer, work.records) if self.compute_metrics else None
-            return _Finished(work.edit_id, took, delta, metrics)
+            if not work.check:
+                return _Finished(work, None, None, measure(work.pre, work.post, self.tokenizer, work.records))
+            took, delta = self._took(work.post, work.records), None
+            if not took and self.refit is not None:
+                delta = self._refit_delta(work)
+                post = work.post.memory.entries
+                entries = [MemoryEntry(e.edit_id, delta, e.scope) if e.edit_id == work.edit_id else e for e in post]
+                took = self._took(self.state.routed_snapshot(work.post.version, entries), work.records)
+            return _Finished(work, took, delta, None)
         except Exception as e:  # a report and a refit are extras: the edit stays applied as it is
             log.exception("background work for edit %s failed", work.edit_id)
-            return _Finished(work.edit_id, None, None, None, f"{type(e).__name__}: {e}")
+            return _Finished(work, None, None, None, f"{type(e).__name__}: {e}")
 
     def _took(self, snap: Snapshot, records: list[EditRecord]) -> bool:
         """Each record's prompt, asked plainly and in the chat template, generates its target and stops."""
@@ -468,21 +473,27 @@ class Worker:
         for fut in done:
             fin: _Finished = fut.result()
             if fin.error is not None:
-                self.store.set_took(fin.edit_id, took=None, refit=f"failed: {fin.error}")
+                if fin.work.check:
+                    self.store.set_took(fin.edit_id, took=None, refit=f"failed: {fin.error}")
                 self.store.set_metrics(fin.edit_id, metrics=None, error=fin.error)
                 continue
-            if fin.delta is not None:
-                await self._commit_refit(fin)
-            elif fin.took is not None:
-                self.store.set_took(fin.edit_id, took=fin.took, refit=None)
-            if fin.metrics is not None:
+            if not fin.work.check:
                 self.store.set_metrics(fin.edit_id, metrics=fin.metrics)
+                continue
+            post = fin.work.post
+            if fin.delta is not None:
+                post = await self._commit_refit(fin) or post
+            else:
+                self.store.set_took(fin.edit_id, took=fin.took, refit=None)
+            if self.compute_metrics:  # scored on what is served now, the refit included
+                self._schedule(_MetricsWork(fin.edit_id, fin.work.records, fin.work.pre, post, check=False))
 
-    async def _commit_refit(self, fin: _Finished) -> None:
+    async def _commit_refit(self, fin: _Finished) -> Snapshot | None:
+        """The published version with the refit delta, or None when the edit was rolled back meanwhile."""
         head = self.store.head()
         if fin.edit_id not in head.active:  # rolled back while it was being refit
             self.store.set_took(fin.edit_id, took=bool(fin.took), refit="failed: rolled back before it finished")
-            return
+            return None
         old = self._deltas.get(fin.edit_id)
         self._deltas[fin.edit_id] = fin.delta
         snapshot = await asyncio.to_thread(self._assemble, head.version + 1, list(head.active))
@@ -492,9 +503,10 @@ class Worker:
         )
         if committed is None:
             self._deltas[fin.edit_id] = old
-            return
+            return None
         self.state.publish(snapshot)
         self._published(committed.version)
+        return snapshot
 
     def _resume_work(self, row: EditRow) -> _MetricsWork:
         """An applied edit whose check or refit a dead worker never finished."""

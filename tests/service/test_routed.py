@@ -50,6 +50,7 @@ def test_edits_show_hold_together_and_roll_back_exactly(service, components):
     assert ask(service, PERU["prompt"]).startswith("Quito") and ask(service, HAMLET["prompt"]).startswith("Dickens")
     assert ask(service, UNRELATED) == base_unrelated
     wait_until(lambda: service.model()["health"]["capability"] is not None, what="the capability run")
+    wait_until(lambda: service.model()["health"]["background_pending"] == 0, what="the background metrics")
     model = service.model()
     assert model["memory"] == "routed" and model["health"]["active_edits"] == 2
     assert model["health"]["capability"] == 100.0 and model["health"]["background_pending"] == 0
