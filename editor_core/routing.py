@@ -31,6 +31,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -79,6 +80,12 @@ class IdfTable:
         return hashlib.sha256(json.dumps([self.n_docs, self.df], sort_keys=True).encode()).hexdigest()
 
 
+@lru_cache(maxsize=1)
+def default_idf() -> IdfTable:
+    """The shipped table, read once per process (every version's memory shares it; it is never changed)."""
+    return IdfTable.load()
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     # Cosine similarity a question needs with an edit's scope to run on that edit.
@@ -117,7 +124,7 @@ class RoutedMemory:
     alone, so the same list always gives the same memory and the same routes."""
 
     entries: list[MemoryEntry] = field(default_factory=list)
-    idf: IdfTable = field(default_factory=lambda: IdfTable.load())
+    idf: IdfTable = field(default_factory=lambda: default_idf())
     config: RouterConfig = field(default_factory=RouterConfig)
 
     def __post_init__(self) -> None:
