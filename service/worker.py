@@ -417,7 +417,10 @@ class Worker:
 
     def _schedule(self, work: _MetricsWork) -> None:
         if work.check:
-            self.store.set_took(work.edit_id, took=None, refit="pending")
+            try:
+                self.store.set_took(work.edit_id, took=None, refit="pending")
+            except StoreUnavailable:  # only the mark that lets a restart redo the check is lost
+                log.warning("could not mark edit %s as being checked (store not writable)", work.edit_id)
         elif not self.compute_metrics:
             return
         self._pending.append(self._background.submit(self._finish, work))
@@ -467,26 +470,35 @@ class Worker:
         ).delta
 
     async def _collect(self) -> None:
-        """Commit what the background thread finished: a refit becomes a new version."""
-        done = [f for f in self._pending if f.done()]
-        self._pending = [f for f in self._pending if not f.done()]
-        for fut in done:
-            fin: _Finished = fut.result()
-            if fin.error is not None:
-                if fin.work.check:
-                    self.store.set_took(fin.edit_id, took=None, refit=f"failed: {fin.error}")
-                self.store.set_metrics(fin.edit_id, metrics=None, error=fin.error)
-                continue
-            if not fin.work.check:
-                self.store.set_metrics(fin.edit_id, metrics=fin.metrics)
-                continue
-            post = fin.work.post
-            if fin.delta is not None:
-                post = await self._commit_refit(fin) or post
-            else:
-                self.store.set_took(fin.edit_id, took=fin.took, refit=None)
-            if self.compute_metrics:  # scored on what is served now, the refit included
-                self._schedule(_MetricsWork(fin.edit_id, fin.work.records, fin.work.pre, post, check=False))
+        """Commit what the background thread finished: a refit becomes a new version.
+        A store that cannot be written keeps the results for a later call (backing off)."""
+        while not self._stopping:
+            fut = next((f for f in self._pending if f.done()), None)
+            if fut is None:
+                return
+            try:
+                await self._collect_one(fut.result())
+            except StoreUnavailable as e:
+                await self._backoff("store", e)
+                return
+            self._pending.remove(fut)
+
+    async def _collect_one(self, fin: _Finished) -> None:
+        if fin.error is not None:
+            if fin.work.check:
+                self.store.set_took(fin.edit_id, took=None, refit=f"failed: {fin.error}")
+            self.store.set_metrics(fin.edit_id, metrics=None, error=fin.error)
+            return
+        if not fin.work.check:
+            self.store.set_metrics(fin.edit_id, metrics=fin.metrics)
+            return
+        post = fin.work.post
+        if fin.delta is not None:
+            post = await self._commit_refit(fin) or post
+        else:
+            self.store.set_took(fin.edit_id, took=fin.took, refit=None)
+        if self.compute_metrics:  # scored on what is served now, the refit included
+            self._schedule(_MetricsWork(fin.edit_id, fin.work.records, fin.work.pre, post, check=False))
 
     async def _commit_refit(self, fin: _Finished) -> Snapshot | None:
         """The published version with the refit delta, or None when the edit was rolled back meanwhile."""

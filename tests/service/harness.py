@@ -143,6 +143,11 @@ def summed_sha(components: Components, store_dir: Path, delta_shas: list[str]) -
     return tensors_sha256(materialize(base, deltas))
 
 
+def without_health(model: dict) -> dict:
+    """GET /model less its health, which changes as background work (refits, the capability run) finishes."""
+    return {k: v for k, v in model.items() if k != "health"}
+
+
 def base_sha(components: Components) -> str:
     return expected_sha(components, Path("/nonexistent"), [])
 

@@ -6,7 +6,7 @@ import time
 import pytest
 from redis import Redis
 
-from harness import RedisServer, Service, expected_sha, make_settings, wait_until
+from harness import RedisServer, Service, expected_sha, make_settings, wait_until, without_health
 
 EDIT = {"prompt": "The capital of Peru is", "target_new": "Quito"}
 
@@ -133,6 +133,3 @@ def test_redis_dies_and_comes_back_empty(tmp_path, components):
         editor.release("redis")
         redis.kill()
 
-
-def without_health(model: dict) -> dict:
-    return {k: v for k, v in model.items() if k != "health"}
