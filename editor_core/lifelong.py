@@ -131,7 +131,8 @@ class Summed(Holding):
     def add(self, edit_id, record, delta):
         if delta is not None:
             self.deltas.append(delta)
-            self._weights = materialize(self.base, self.deltas)
+            # base + d1 + ... + dn, one addition per edit (the same fp32 sums as rebuilding from the base)
+            self._weights = materialize(self._weights, [delta])
 
     @contextmanager
     def rows(self, model, questions):

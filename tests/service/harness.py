@@ -143,6 +143,18 @@ def summed_sha(components: Components, store_dir: Path, delta_shas: list[str]) -
     return tensors_sha256(materialize(base, deltas))
 
 
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(r, status: int) -> dict:
+    """The response is problem+json with this status and every field filled; its body."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status and body["type"] and body["title"] and body["detail"]
+    return body
+
+
 def without_health(model: dict) -> dict:
     """GET /model less its health, which changes as background work (refits, the capability run) finishes."""
     return {k: v for k, v in model.items() if k != "health"}

@@ -11,9 +11,8 @@ from editor_core.editors import MEND, MENDConfig
 from service.components import Components
 from service.generation import Sampling, generate
 
-from harness import Service, base_sha, expected_sha, wait_until, without_health
+from harness import Service, assert_problem, base_sha, expected_sha, wait_until, without_health
 
-PROBLEM = "application/problem+json"
 PERU = {
     "prompt": "The capital of Peru is",
     "target_new": "Quito",
@@ -27,14 +26,6 @@ PERU = {
 def service(settings, components):
     with Service(settings, components) as svc:
         yield svc
-
-
-def assert_problem(r, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM)
-    body = r.json()
-    assert body["status"] == status and body["type"] and body["title"] and body["detail"]
-    return body
 
 
 def test_edit_generate_metrics_rollback(service, components):

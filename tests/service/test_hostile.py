@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from harness import Service, make_settings, without_health
+from harness import Service, assert_problem, make_settings, without_health
 
 PROBLEM = "application/problem+json"
 JSON = {"content-type": "application/json"}
@@ -18,12 +18,7 @@ def service(tmp_path_factory, components):
         yield svc
 
 
-def problem(r, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM)
-    body = r.json()
-    assert body["status"] == status and body["detail"]
-    return body
+problem = assert_problem  # problem+json with every field (harness)
 
 
 def unchanged(svc, before: dict) -> None:
