@@ -1,6 +1,6 @@
 """Lifelong editing judged by generation: N edits held at once, all measured at the end.
 
-    python bench/lifelong.py --split val --methods routed,routed+refit --checkpoints 10,100   # choose settings here
+    python bench/lifelong.py --split val --methods instructedit/routed+refit --checkpoints 10,100   # choose settings here
     python bench/lifelong.py --split test                                                    # what we report
 
 Records: ZsRE and CounterFact, alternating, one edit per subject (the ZsRE
@@ -18,7 +18,10 @@ Also writes the markdown table and a PNG of every figure against N.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ import torch
 from editor_core import lifelong
 from editor_core.editors import load_editor
 from editor_core.editors.ftl import FTL
+from editor_core.editors.locft import LocFT
 from editor_core.lifelong import capability_questions
 from editor_core.lifelong import lifelong_records as edit_records
 from editor_core.models import load_model
@@ -36,7 +40,7 @@ from editor_core.routing import RouterConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("instructedit/summed", "ft-l/summed", "instructedit/routed", "instructedit/routed+refit", "refit-only/routed")
+METHODS = ("instructedit/summed", "ft-l/summed", "locft-bf/all", "instructedit/routed", "instructedit/routed+refit", "refit-only/routed")
 
 
 def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig) -> lifelong.Method:
@@ -47,6 +51,8 @@ def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig) 
         editor = load_editor(SHIPPED, model)
     elif editor_name == "ft-l":
         editor = FTL.for_model(model)
+    elif editor_name == "locft-bf":
+        editor = LocFT.for_model(model)
     elif editor_name == "refit-only":
         editor = None
     else:
@@ -77,6 +83,7 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "norm_ratio_max": res["norm_ratio_max"],
             "seconds_instant": res["seconds_instant"],
             "refit_took": res["refit_took"],
+            "refit": res.get("refit"),
             "examples": res["examples"] if fmt == "plain" else None,
         },
     }
@@ -91,6 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threshold", type=float, default=RouterConfig.threshold)
     ap.add_argument("--refit-lr", type=float, default=RefitConfig.lr)
     ap.add_argument("--refit-steps", type=int, default=RefitConfig.steps)
+    ap.add_argument(
+        "--fill",
+        default=None,
+        metavar="K/M",
+        help="only compute the routed methods' edits of records K, K+M, K+2M, ... into --cache (run M of these at once, then the bench)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=2)
@@ -129,17 +142,24 @@ def main(argv: list[str] | None = None) -> None:
     records = edit_records(args.split, max(checkpoints + [args.single]))
     probes = lifelong.Probes(records, capability_questions())
     router = RouterConfig(threshold=args.threshold)
-    refit_cfg = RefitConfig(lr=args.refit_lr, steps=args.refit_steps)
+    refit_cfg = dataclasses.replace(RefitConfig(), lr=args.refit_lr, steps=args.refit_steps)
     reference: dict = {}
 
     def save(res: dict) -> None:
         res["split"] = args.split
+        if "+refit" in res["method"] or res["method"].startswith("refit-only"):
+            res["refit"] = dataclasses.asdict(refit_cfg)
+        if out.exists():  # other benches (lifelong_speed.py, parallel runs of this one) may have written since
+            done.clear()
+            done.update(json.loads(out.read_text()))
         done["rows"] = [
             r for r in done["rows"] if (r["method"], r["n_edits"], r["extra"]["split"]) != (res["method"], res["n_edits"], args.split)
         ]
         done["rows"] += [row_of(res, fmt, args.model) for fmt in ("plain", "chat")]
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(done, indent=1) + "\n")
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(done, indent=1) + "\n")
+        tmp.replace(out)
         p, c = res["plain"], res["chat"]
         print(
             f"{res['method']:28s} N={res['n_edits']:5d}  plain rel {p['reliability']:5.1f} gen {p['generalization']:5.1f} "
@@ -150,7 +170,22 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     def cache_of(name: str) -> Path:
-        return args.cache / args.split / f"{name.replace('/', '_')}-lr{refit_cfg.lr:g}-s{refit_cfg.steps}"
+        settings = hashlib.sha256(json.dumps(dataclasses.asdict(refit_cfg), sort_keys=True).encode()).hexdigest()[:10]
+        return args.cache / args.split / f"{name.replace('/', '_')}-refit{settings}"
+
+    if args.fill:
+        k, m = (int(x) for x in args.fill.split("/"))
+        for name in args.methods.split(","):
+            method = make_method(name, model, refit_cfg, router)
+            if method.holding != "routed":
+                continue
+            holding = method.make_holding(lifelong.base_weights(model, method_spec(method, model).edit_params))
+            t = time.time()
+            for i in range(k, len(records), m):
+                lifelong.apply_edit(method, model, tok, method_spec(method, model), holding, f"e{i}", records[i], cache_of(name))
+                if i // m % 50 == 0:
+                    print(f"  fill {k}/{m} {name}: record {i}, {time.time() - t:.0f} s", flush=True)
+        return
 
     for name in args.methods.split(","):
         method = make_method(name, model, refit_cfg, router)

@@ -1,16 +1,19 @@
-"""Choose the refit's settings on validation records (ZsRE train[:6], CounterFact val[500:506]).
+"""Choose the refit's settings on validation records (ZsRE train[:12], CounterFact val[500:512]).
 
 For each record: the editor's delta from the unedited weights, then a refit
 with each candidate setting; then greedy answers to the prompt and to its
 rephrasing, asked plainly and in the chat template, and the fluency of a
-40-token continuation. Writes bench/results/refit_choice.{json,md}.
+40-token continuation of the prompt (EOS suppressed) against the unedited
+model's. Writes bench/results/refit_choice.{json,md}.
 
-    python bench/refit_choice.py
+    python bench/refit_choice.py          # every candidate
+    python bench/refit_choice.py F G      # only these, merged into the results
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -27,39 +30,53 @@ from editor_core.refit import RefitConfig, refit
 SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
 RESULTS = Path(__file__).resolve().parent / "results"
 CANDIDATES = {  # name: (start from the editor's delta?, settings)
-    "editor delta + rank 8, lr 1e-2": (True, RefitConfig(lr=1e-2, rank=8, steps=60)),
-    "from zero, rank 8, lr 1e-2": (False, RefitConfig(lr=1e-2, rank=8, steps=60)),
-    "editor delta + rank 8, lr 3e-2": (True, RefitConfig(lr=3e-2, rank=8, steps=60)),
+    "A: rank 8, lr 1e-2, stop at argmax": (True, RefitConfig(lr=1e-2, rank=8, steps=60)),
+    "B: A + every answer token p >= 0.5": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5)),
+    "C: B + 4 made variants": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4)),
+    "D: C + keep 16 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16)),
+    "E: A + keep 16 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, keep=16)),
+    "F: C + keep 16, weight 0.3": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16, keep_weight=0.3)),
+    "G: F with p >= 0.8": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=16, keep_weight=0.3)),
+    "H: C + keep 16, weight 0.1": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16, keep_weight=0.1)),
+    "I: C with p >= 0.8": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4)),
 }
 COLUMNS = ("took", "steps", "seconds", "rel_plain", "rel_chat", "gen_plain", "gen_chat", "fluency")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Runs the candidates whose letters are given (all by default) and merges them into the results."""
+    letters = set(sys.argv[1:] if argv is None else argv)
+    todo = {name: c for name, c in CANDIDATES.items() if not letters or name.split(":")[0] in letters}
     torch.set_num_threads(1)
     model, tok = load_model("smollm2-135m")
     editor = load_editor(SHIPPED, model)
     base = base_weights(model, editor.spec.edit_params)
-    records = load_task_split("zsre", "train")[:6] + load_task_split("counterfact", "val")[500:506]
+    records = load_task_split("zsre", "train")[:12] + load_task_split("counterfact", "val")[500:512]
+    unedited = metrics.fluency(model, tok, [r.prompt for r in records], max_new_tokens=40)
     rows: dict[str, list[list[float]]] = {}
-    for r in records:
+    for r, flu0 in zip(records, unedited):
         load_weights(model, base)
         delta = editor.compute_delta(model, tok, [r])
-        for name, (from_editor, cfg) in CANDIDATES.items():
+        for name, (from_editor, cfg) in todo.items():
             t = time.perf_counter()
             out = refit(model, tok, editor.spec, r.prompt, r.target_new, delta if from_editor else None, cfg)
             seconds = time.perf_counter() - t
             load_weights(model, materialize(base, [out.delta]))
             asked = [r.prompt, chat_prompt(tok, r.prompt), r.rephrase_prompts[0], chat_prompt(tok, r.rephrase_prompts[0])]
             said = metrics.generate_answers(model, tok, asked)
-            flu = metrics.fluency(model, tok, [r.prompt], max_new_tokens=40)[0]
+            flu = metrics.fluency(model, tok, [r.prompt], max_new_tokens=40)[0] / flu0
             load_weights(model, base)
             rows.setdefault(name, []).append(
                 [float(out.took), out.steps, seconds, *(metrics.answer_exact(s, r.target_new) for s in said), flu]
             )
     summary = {name: dict(zip(COLUMNS, (sum(c) / len(c) for c in zip(*vals)))) for name, vals in rows.items()}
-    (RESULTS / "refit_choice.json").write_text(json.dumps({"n_records": len(records), "candidates": summary}, indent=1) + "\n")
+    path = RESULTS / "refit_choice.json"
+    if path.exists() and letters:
+        summary = {**json.loads(path.read_text())["candidates"], **summary}
+        summary = {name: summary[name] for name in CANDIDATES if name in summary}
+    path.write_text(json.dumps({"n_records": len(records), "candidates": summary}, indent=1) + "\n")
     lines = [
-        "| refit | took % | steps | s | Rel plain | Rel chat | Gen plain | Gen chat | fluency (bits) |",
+        "| refit | took % | steps | s | Rel plain | Rel chat | Gen plain | Gen chat | fluency x |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():

@@ -56,7 +56,7 @@ class EditFailed(Exception):
 
 @dataclass
 class _MetricsWork:
-    """An applied edit's background work: check that it took, refit it if not, score it."""
+    """An applied edit's background work: check that it took, refit it, score it."""
 
     edit_id: str
     records: list[EditRecord]
@@ -89,8 +89,9 @@ class Worker:
         retry_delay (0.1) and retry_delay_max (2.0): seconds of backoff after a
             transient failure, doubling up to the cap.
         compute_metrics (True): score each edit before/after once it is visible.
-        refit (RefitConfig()): routed memory only: when an applied edit's prompt does
-            not generate its target, fit its delta until it does (None: never).
+        refit (RefitConfig()): routed memory only: fit each applied edit's delta until
+            its prompt generates the target with a margin and stops (`editor_core.refit`;
+            an edit already there is left as it is). None: never.
             Checks, refits and metrics run on one background thread of their own;
             the writer loop commits a refit as a new version when it is done.
         on_checkpoint (None): called with (stage, job_id) at "computed" (before
@@ -433,8 +434,9 @@ class Worker:
             if not work.check:
                 return _Finished(work, None, None, measure(work.pre, work.post, self.tokenizer, work.records))
             took, delta = self._took(work.post, work.records), None
-            if not took and self.refit is not None:
+            if self.refit is not None:  # also when it took: the refit's margin and made variants carry it to rephrasings
                 delta = self._refit_delta(work)
+            if delta is not None:
                 post = work.post.memory.entries
                 entries = [MemoryEntry(e.edit_id, delta, e.scope) if e.edit_id == work.edit_id else e for e in post]
                 took = self._took(self.state.routed_snapshot(work.post.version, entries), work.records)
@@ -451,13 +453,14 @@ class Worker:
                 return False
         return True
 
-    def _refit_delta(self, work: _MetricsWork) -> Delta:
+    def _refit_delta(self, work: _MetricsWork) -> Delta | None:
+        """The edit's delta refit, or None when it already met the refit's bar (nothing to commit)."""
         if self._refit_tree is None:
             self._refit_tree = fork(self.state.template)
         entry = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id)
         first, *rest = work.records
         more = [(r.prompt, r.target_new, r.rephrase_prompts) for r in rest]
-        return refit(
+        result = refit(
             self._refit_tree,
             self.tokenizer,
             self.editor.spec,
@@ -467,7 +470,8 @@ class Worker:
             self.refit,
             rephrasings=first.rephrase_prompts,
             more=more,
-        ).delta
+        )
+        return result.delta if result.steps else None
 
     async def _collect(self) -> None:
         """Commit what the background thread finished: a refit becomes a new version.

@@ -1,9 +1,10 @@
 """Editors as plug-ins: importing this package registers every built-in one
-(`mend`, `ft-l`). Build one by tag with `build_editor`, read a saved one with
+(`mend`, `ft-l`, `locft-bf`). Build one by tag with `build_editor`, read a saved one with
 `load_editor` (see base.py for how to add an editor)."""
 
 from .base import Editor, build_editor, get_editor, load_editor, register_editor, registered
 from .ftl import FTL, FTLConfig
+from .locft import LocFT, LocFTConfig
 from .mend import MEND, MENDConfig
 
 # What runs when there is no trained editor (`--editor untrained`, a service with
@@ -17,5 +18,7 @@ def untrained_editor(model) -> Editor:
     return build_editor(UNTRAINED, model)
 
 
-__all__ = ["FTL", "MEND", "UNTRAINED", "Editor", "FTLConfig", "MENDConfig", "build_editor", "get_editor", "load_editor",
-           "register_editor", "registered", "untrained_editor"]
+__all__ = [
+    "FTL", "MEND", "UNTRAINED", "Editor", "FTLConfig", "LocFT", "LocFTConfig", "MENDConfig", "build_editor", "get_editor",
+    "load_editor", "register_editor", "registered", "untrained_editor",
+]

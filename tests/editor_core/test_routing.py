@@ -2,13 +2,16 @@
 
 import torch
 
+from editor_core import metrics
 from editor_core.chat import chat_prompt
 from editor_core.delta import Delta, base_weights, materialize
+from editor_core.editors import LocFT, LocFTConfig
 from editor_core.lifelong import Method, Probes, Routed, run
 from editor_core.models import ModelSpec, load_model
 from editor_core.records import EditRecord, Probe
-from editor_core.refit import RefitConfig, answers_exactly, refit
+from editor_core.refit import PREFIXES, RefitConfig, answers_exactly, refit, variants
 from editor_core.routing import IdfTable, MemoryEntry, RoutedMemory, RouterConfig, scope_of, words
+from editor_core.tokens import encode_pairs
 from service.state import fork
 
 
@@ -66,11 +69,55 @@ def test_refit_makes_greedy_decoding_say_the_target_and_stop():
     base = base_weights(model, spec.edit_params)
     prompts = ["The capital of Peru is", chat_prompt(tok, "The capital of Peru is")]
     assert not any(answers_exactly(model, tok, prompts, ["Quito"] * 2))
-    result = refit(model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(lr=3e-2, steps=100, rank=8))
+    cfg = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.0, variants=0)  # the tiny model: no margin (its logits are flat)
+    result = refit(model, tok, spec, "The capital of Peru is", "Quito", None, cfg)
     assert result.took and 0 < result.steps < 100
     tree = fork(model, materialize(base, [result.delta]))
     assert all(answers_exactly(tree, tok, prompts, ["Quito"] * 2))
     assert all(torch.equal(model.get_parameter(n), w) for n, w in base.items()), "a refit never changes the model"
+
+
+def test_made_variants_keep_the_subject_and_are_the_same_every_time():
+    made = variants("What river does the Little Pine Creek flow into?", 4)
+    assert made == variants("What river does the Little Pine Creek flow into?", 4)
+    assert made[0].endswith(" What river does the Little Pine Creek flow into?") and made[0][: -len(made[1])]
+    assert any(made[0].startswith(p) for p in PREFIXES)
+    dropped = made[1].split()
+    assert {"What", "Little", "Pine", "Creek"} <= set(dropped) and len(dropped) < 9
+
+
+def test_refit_with_margin_variants_and_kept_continuation():
+    model, tok = load_model("tiny-llama")
+    spec = ModelSpec.for_model(model)
+    # the tiny random model's logits are nearly flat (its lm_head is small), so its margin is small too
+    cfg = RefitConfig(lr=3e-2, steps=150, rank=8, min_prob=0.006, variants=2, keep=6)
+    result = refit(model, tok, spec, "The capital of Peru is", "Quito", None, cfg)
+    assert result.took
+    tree = fork(model, materialize(base_weights(model, spec.edit_params), [result.delta]))
+    asked = ["The capital of Peru is", chat_prompt(tok, "The capital of Peru is"), *variants("The capital of Peru is", 2)]
+    assert all(answers_exactly(tree, tok, asked, ["Quito"] * len(asked)))
+    # the margin: every answer token's probability reached min_prob
+    batch = encode_pairs(tok, asked, ["Quito" + tok.eos_token] * len(asked))
+    with torch.no_grad():
+        logp = torch.log_softmax(tree(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float(), -1)
+    probs = logp.gather(2, batch.labels.clamp(min=0)[..., None])[..., 0].exp()[batch.answer_mask]
+    assert float(probs.min()) >= cfg.min_prob
+
+
+def test_locft_fits_all_edits_at_once_in_one_matrix():
+    model, tok = load_model("tiny-llama")
+    editor = LocFT.for_model(model, LocFTConfig(lr=3e-2, max_epochs=100))
+    (param,) = editor.spec.edit_params
+    assert param.endswith(".mlp.down_proj.weight")
+    asked = [("The capital of Peru is", "Lima"), ("Where was Ada born?", "Oslo"), ("The sky is", "green")]
+    records = [EditRecord("zsre", p, a) for p, a in asked]
+    prompts, answers = [r.prompt for r in records], [r.target_new + tok.eos_token for r in records]
+    before = metrics.teacher_forced_accuracy(model, tok, prompts, answers)
+    delta = editor.compute_delta(model, tok, records)
+    tree = fork(model, materialize(base_weights(model, editor.spec.edit_params), [delta]))
+    after = metrics.teacher_forced_accuracy(tree, tok, prompts, answers)  # the tiny random model fits most, not all
+    assert sum(after) / 3 >= 0.8 > sum(before) / 3
+    assert delta.meta["epochs"] <= 100
 
 
 def test_lifelong_routed_keeps_unrelated_answers_and_summed_moves_them():
@@ -87,7 +134,7 @@ def test_lifelong_routed_keeps_unrelated_answers_and_summed_moves_them():
         for i in range(4)
     ]
     probes = Probes(records, ["What is the capital of France?"], n_fluency=2)
-    cfg = RefitConfig(lr=3e-2, steps=60, rank=8)
+    cfg = RefitConfig(lr=3e-2, steps=60, rank=8, min_prob=0.0, variants=0)  # the tiny model: no margin (its logits are flat)
     routed = run(model, tok, spec, Method("refit/routed", None, "routed", cfg), probes, [4])[0]
     assert routed["plain"]["locality"] == 100.0 and routed["chat"]["locality"] == 100.0
     assert routed["plain"]["capability"] == 100.0
