@@ -161,11 +161,15 @@ def main(argv: list[str] | None = None) -> None:
         tmp.write_text(json.dumps(done, indent=1) + "\n")
         tmp.replace(out)
         p, c = res["plain"], res["chat"]
+
+        def f(x, spec="5.1f"):
+            return "-" if x is None else format(x, spec)
+
         print(
-            f"{res['method']:28s} N={res['n_edits']:5d}  plain rel {p['reliability']:5.1f} gen {p['generalization']:5.1f} "
-            f"loc {p['locality']:5.1f} ret {p['retention_first10pct']:5.1f} | chat rel {c['reliability']:5.1f} "
-            f"gen {c['generalization']:5.1f} loc {c['locality']:5.1f} | flu {res['fluency_ratio']:.2f} "
-            f"cap {p['capability']:5.1f} s/edit {res['seconds_per_edit']:.2f}",
+            f"{res['method']:28s} N={res['n_edits']:5d}  plain rel {f(p['reliability'])} gen {f(p['generalization'])} "
+            f"loc {f(p['locality'])} ret {f(p['retention_first10pct'])} | chat rel {f(c['reliability'])} "
+            f"gen {f(c['generalization'])} loc {f(c['locality'])} | flu {f(res['fluency_ratio'], '.2f')} "
+            f"cap {f(p['capability'])} s/edit {f(res['seconds_per_edit'], '.2f')}",
             flush=True,
         )
 
