@@ -39,6 +39,8 @@ CANDIDATES = {  # name: (start from the editor's delta?, settings)
     "G: F with p >= 0.8": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=16, keep_weight=0.3)),
     "H: C + keep 16, weight 0.1": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16, keep_weight=0.1)),
     "I: C with p >= 0.8": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4)),
+    "J: I + keep 16 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=16)),
+    "K: J with rank 16": (True, RefitConfig(lr=1e-2, rank=16, steps=60, min_prob=0.8, variants=4, keep=16)),
 }
 COLUMNS = ("took", "steps", "seconds", "rel_plain", "rel_chat", "gen_plain", "gen_chat", "fluency")
 

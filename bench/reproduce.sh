@@ -12,6 +12,9 @@
 #   cpu       the v4 recipe on a 2-core CPU alone (bench/cpu_budget.sh), 55 + 28 minutes
 #   cpu5      the same budget: single-task MEND, and the plain-prompt row weighted 0.3
 #   tables    validation, speed, quality (test), the sweep table and the PCA figure
+#   lifelong  edits held at once (issue 11): the router's word table, the refit's
+#             settings (validation), then N = 1 ... 1000 on test; about 2.5 hours on
+#             2 cores, resumable (routed edits are cached in runs/lifelong-cache)
 #
 # Wall times on another machine give other step counts, hence other numbers: the
 # published runs are described, with their machines, in docs/RESULTS.md.
@@ -20,7 +23,7 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 export OMP_NUM_THREADS=1
 SHIPPED=editor_core/artifacts/smollm2-135m/instructedit.safetensors
-SECTIONS=${*:-v1 v4 cpu cpu5 tables}
+SECTIONS=${*:-v1 v4 cpu cpu5 tables lifelong}
 
 train() { instructedit train --fresh "$@"; }   # train --recipe R [overrides] --out DIR
 fp16() { instructedit export "$1/best.safetensors" --out "$1/best-fp16.safetensors"; }
@@ -91,6 +94,20 @@ tables() {
     cpu5/ie-rw0.3-p2=runs/cpu/ie-rw0.3-p2 cpu5/mend-single-p1=runs/cpu/mend-single-p1 cpu5/mend-single-p2=runs/cpu/mend-single-p2
   instructedit analyze --n 40 --editor instructedit="$SHIPPED" --editor mend-multitask=runs/v4/mend-b2/best-fp16.safetensors \
     --out docs/figures/gradient_pca.png
+}
+
+lifelong() {
+  python bench/build_router_idf.py
+  python bench/router_keys.py
+  python bench/refit_choice.py
+  # the 1,000 routed edits, two processes at once (each is computed on the base alone)
+  for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
+  wait
+  python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 10,100,1000 --single 100 --threads 1 &
+  python bench/lifelong.py --split test --methods instructedit/summed,ft-l/summed,locft-bf/all,instructedit/routed,refit-only/routed \
+    --checkpoints 10,100 --single 0 --threads 1 &
+  wait
+  python bench/lifelong_speed.py --distinct 50
 }
 
 for section in $SECTIONS; do "$section"; done

@@ -80,7 +80,7 @@ def test_refit_makes_greedy_decoding_say_the_target_and_stop():
 def test_made_variants_keep_the_subject_and_are_the_same_every_time():
     made = variants("What river does the Little Pine Creek flow into?", 4)
     assert made == variants("What river does the Little Pine Creek flow into?", 4)
-    assert made[0].endswith(" What river does the Little Pine Creek flow into?") and made[0][: -len(made[1])]
+    assert made[0].endswith(" What river does the Little Pine Creek flow into?")
     assert any(made[0].startswith(p) for p in PREFIXES)
     dropped = made[1].split()
     assert {"What", "Little", "Pine", "Creek"} <= set(dropped) and len(dropped) < 9
