@@ -197,11 +197,12 @@ class RefitAll(Holding):
         self.fit = fit
         self.records: list[EditRecord] = []
         self.delta: Delta | None = None
+        self.weights: dict[str, torch.Tensor] | None = None  # base + delta, built once per refit
         self.seconds = 0.0  # the last refit's
 
     def add(self, edit_id, record, delta):
         self.records.append(record)
-        self.delta = None
+        self.delta = self.weights = None
 
     def _current(self, model) -> Delta:
         if self.delta is None:
@@ -209,11 +210,14 @@ class RefitAll(Holding):
             t = time.perf_counter()
             self.delta = self.fit(list(self.records))
             self.seconds = time.perf_counter() - t
+            self.weights = materialize(self.base, [self.delta])
         return self.delta
 
     @contextmanager
     def rows(self, model, questions):
-        load_weights(model, materialize(self.base, [self._current(model)]) if self.records else self.base)
+        if self.records:
+            self._current(model)
+        load_weights(model, self.weights if self.records else self.base)
         yield
 
     def weights_now(self):

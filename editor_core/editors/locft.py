@@ -50,12 +50,10 @@ class LocFT:
     @classmethod
     def for_model(cls, model, config: LocFTConfig | None = None) -> "LocFT":
         config = config or LocFTConfig()
-        fam = FAMILIES[model.config.model_type] if model.config.model_type in FAMILIES else None
-        if fam is None:  # for_model raises the clear error for an unknown family
-            ModelSpec.for_model(model)
-        n_layers = len(model.get_submodule(fam.layers))
-        layer = min(n_layers - 1, max(0, round(config.layer_fraction * n_layers)))
-        spec = ModelSpec.for_model(model, edit_params=[f"{fam.layers}.{layer}.{fam.edit_modules[-1]}.weight"])
+        full = ModelSpec.for_model(model, n_last_layers=1)  # clear errors for unknown or unsupported families
+        layer = min(full.n_layers - 1, max(0, round(config.layer_fraction * full.n_layers)))
+        down = FAMILIES[full.family].edit_modules[-1]
+        spec = ModelSpec.for_model(model, edit_params=[f"{full.layers}.{layer}.{down}.weight"])
         return cls(config, spec, getattr(model, "name_or_path", ""))
 
     def instructed(self, record: EditRecord, **_) -> EditRecord:
