@@ -84,7 +84,7 @@ def main() -> None:
 
     distinct = args.distinct or len(records)
     deltas = [delta_of(i) for i in range(distinct)]
-    entries = [MemoryEntry(f"e{i}", deltas[i % distinct], scope_of(r.prompt)) for i, r in enumerate(records)]
+    entries = [MemoryEntry(f"e{i}", deltas[i % distinct], scope_of(r.prompt, subject=r.subject)) for i, r in enumerate(records)]
     print(f"{len(entries)} edits ready", flush=True)
     probe = records[0]
 
@@ -108,7 +108,7 @@ def main() -> None:
 
     def apply_one():  # the worker's path: delta on the base, then the new version's memory
         d = editor.compute_delta(state.work, tok, [records[-1]])
-        state.routed_snapshot(len(held) + 1, [*held, MemoryEntry("new", d, scope_of(records[-1].prompt))])
+        state.routed_snapshot(len(held) + 1, [*held, MemoryEntry("new", d, scope_of(records[-1].prompt, subject=records[-1].subject))])
 
     rng = random.Random(0)
 

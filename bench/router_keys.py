@@ -141,3 +141,52 @@ def cover(q, e):  # fraction of the edit's idf^2 mass found in the query
 run("cover edit", raw, cover)
 run("min(cover both)", raw, lambda q, e: min(cover(q, e), cover(e, q)))
 run("sqrt(cov*cov)", raw, lambda q, e: math.sqrt(cover(q, e) * cover(e, q)))
+
+
+# ---- the router as shipped (editor_core.routing), with and without its subject check,
+# on the lifelong bench's 1,000 validation edits: written to bench/results/router_subject.{json,md}
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from editor_core.lifelong import capability_questions, lifelong_records  # noqa: E402
+from editor_core.routing import Key, MemoryEntry, RoutedMemory, RouterConfig  # noqa: E402
+from editor_core.routing import words as key_words  # noqa: E402
+
+
+def subject_check(split="val", n=1000):
+    recs = lifelong_records(split, n)
+    reph = [(i, r.rephrase_prompts[0]) for i, r in enumerate(recs)]
+    loc = [(i, r.locality[0].prompt) for i, r in enumerate(recs)]
+    cap = capability_questions()
+
+    def names(q, r):  # the question names the edited record's subject (a same-subject collision, not an unrelated prompt)
+        return key_words(r.subject) <= key_words(q)
+
+    rows = []
+    for check, subject_of in (("none", None), ("guessed subject", lambda r: ""), ("given subject", lambda r: r.subject)):
+        for th in (0.3, 0.35, 0.44):
+            mem = RoutedMemory(config=RouterConfig(threshold=th))
+            for i, r in enumerate(recs):
+                k = Key(r.prompt, subject_of(r)) if subject_of else Key(r.prompt)
+                mem.append(MemoryEntry(str(i), None, (k,)))
+            if subject_of is None:  # no check: every key reachable by any question
+                mem._required = [frozenset()] * len(mem._required)
+            routes = lambda qs: [mem.route(q).index for q in qs]  # noqa: E731
+            home = sum(j == i for (i, _), j in zip(reph, routes([q for _, q in reph])))
+            fired = [(q, j) for (_, q), j in zip(loc, routes([q for _, q in loc])) if j >= 0]
+            rows.append({
+                "check": check, "threshold": th,
+                "rephrasings_home": 100 * home / len(reph),
+                "unrelated_fire": 100 * len(fired) / len(loc),
+                "unrelated_fire_not_naming_subject": 100 * sum(not names(q, recs[j]) for q, j in fired) / len(loc),
+                "capability_fire": sum(j >= 0 for j in routes(cap)),
+            })
+    out = Path(__file__).parent / "results"
+    (out / "router_subject.json").write_text(json.dumps({"split": split, "n_edits": n, "n_capability": len(cap), "rows": rows}, indent=1) + "\n")
+    md = ["| check | threshold | rephrasings home % | unrelated fire % | of which not naming an edited subject % | capability questions fired |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['check']} | {r['threshold']} | {r['rephrasings_home']:.1f} | {r['unrelated_fire']:.1f} | {r['unrelated_fire_not_naming_subject']:.1f} | {r['capability_fire']}/{len(cap)} |" for r in rows]
+    (out / "router_subject.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+subject_check()

@@ -165,7 +165,7 @@ class Routed(Holding):
 
     def add(self, edit_id, record, delta):
         if delta is not None:
-            self.memory.append(MemoryEntry(edit_id, delta, scope_of(record.prompt)))
+            self.memory.append(MemoryEntry(edit_id, delta, scope_of(record.prompt, subject=record.subject)))
 
     @contextmanager
     def rows(self, model, questions):

@@ -21,6 +21,16 @@ records (docs/RESULTS.md has the table). The question's text is the same
 whether it arrives as a bare prompt or as a user turn in a chat template, so
 both route alike; GRACE keys on the last prompt token's activation, which a
 chat template moves.
+
+Words shared by chance are what the cosine alone gets wrong: with 1,000 edits
+held, "George Seward is native to" reached the edit of "William H. Seward was
+native to", "USS Denver was named after" that of "Denver International
+Airport". So each key also carries its subject (given with the edit, or
+guessed from the question's capitalized names, `guess_subject`), and a
+question reaches a key only if it holds every word of that subject. On
+validation this kept 99 % of held-back rephrasings routing home and left no
+unrelated prompt firing except those that name an edited subject
+(docs/RESULTS.md, "The router's subject check").
 """
 
 from __future__ import annotations
@@ -88,11 +98,68 @@ def default_idf() -> IdfTable:
 
 @dataclass(frozen=True)
 class RouterConfig:
-    # Cosine similarity a question needs with an edit's scope to run on that edit.
-    # Chosen on validation records (bench/lifelong.py --choose-threshold): the
-    # value where about 1-2 % of unrelated questions reach some edit of 1,000.
-    threshold: float = 0.44
+    # Cosine similarity a question needs with one of an edit's keys to run on that edit,
+    # once it names the key's subject. Chosen on 1,000 validation records (bench/router_keys.py):
+    # with the subject check, 0.3 sends 99.3 % of held-back rephrasings home, and the only
+    # unrelated prompts that fire (1.1 %) name an edited subject; 0.44 sends 96.5 % home.
+    threshold: float = 0.3
     power: float = 1.5  # weight of a word: idf ** power; sharper than idf alone
+
+
+# Capitalized words that open a question without naming anything.
+_OPENERS = frozenset(
+    "what who whom whose which where when why how the a an in on at of to for is are was were does did do it they "
+    "this that these those there here from by with as".split()
+)
+# Lower-case words a name may hold between capitalized ones ("Venus of Savignano", "Kees van Beijnum").
+_JOINERS = frozenset("of de da del della di du des van von der den la le and y al bin ibn".split())
+_EDGE = "\"'“”‘’()[]{}"
+_POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
+
+
+def guess_subject(question: str) -> str:
+    """The longest run of capitalized (or numeric) words in a question, joined by
+    a few name particles, without a possessive 's: "What sport does Joe DiMaggio
+    play?" -> "Joe DiMaggio". Empty when the question names nothing."""
+    runs: list[list[str]] = []
+    run: list[str] = []
+    opening = True  # at the start of a sentence
+    for raw in question.split():
+        token = raw.strip(_EDGE)
+        ends = token.endswith((".", "?", "!", ",", ";", ":"))
+        token = _POSSESSIVE.sub("", token.rstrip(".?!,;:"))
+        named = bool(token) and (token[0].isupper() or token[0].isdigit())
+        if named and not (opening and not run and token.lower() in _OPENERS):
+            run.append(token)
+        elif run and token.lower() in _JOINERS:
+            run.append(token)
+        else:
+            if run:
+                runs.append(run)
+            run = []
+        if ends and run:
+            runs.append(run)
+            run = []
+        opening = ends and raw.rstrip(_EDGE).endswith((".", "?", "!"))
+    if run:
+        runs.append(run)
+    for r in runs:
+        while r and r[-1].lower() in _JOINERS:
+            r.pop()
+    best = max(runs, key=lambda r: len(" ".join(r)), default=[])
+    return " ".join(best)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One question an edit is keyed on, and the subject a question must name to reach it."""
+
+    question: str
+    subject: str = ""  # as given with the edit; empty: guessed from the question
+
+    def required(self) -> frozenset[str]:
+        """The words a question must hold to reach this key (none when no subject is found)."""
+        return frozenset(words(_POSSESSIVE.sub("", self.subject.strip()) or guess_subject(self.question)))
 
 
 def key(text: str, idf: IdfTable, power: float) -> dict[str, float]:
@@ -108,7 +175,7 @@ class MemoryEntry:
 
     edit_id: str
     delta: Delta
-    scope: tuple[str, ...]
+    scope: tuple[Key, ...]
 
 
 @dataclass(frozen=True)
@@ -129,15 +196,17 @@ class RoutedMemory:
 
     def __post_init__(self) -> None:
         self._owner: list[int] = []  # key number -> entry number
+        self._required: list[frozenset[str]] = []  # key number -> words a question must hold
         self._index: dict[str, list[tuple[int, float]]] = defaultdict(list)  # word -> (key number, weight)
         for i, entry in enumerate(self.entries):
             self._add_keys(i, entry)
 
     def _add_keys(self, i: int, entry: MemoryEntry) -> None:
-        for text in entry.scope:
+        for k_ in entry.scope:
             k = len(self._owner)
             self._owner.append(i)
-            for w, x in key(text, self.idf, self.config.power).items():
+            self._required.append(k_.required())
+            for w, x in key(k_.question, self.idf, self.config.power).items():
                 self._index[w].append((k, x))
 
     def append(self, entry: MemoryEntry) -> None:
@@ -148,16 +217,20 @@ class RoutedMemory:
         return len(self.entries)
 
     def route(self, question: str) -> Route:
-        """The edit whose scope holds `question`, if any. Each scope text is a
-        key of its own (cosine with the question); ties go to the later edit,
-        so a newer edit of the same question wins over an older one."""
+        """The edit whose scope holds `question`, if any. Each scope question is a
+        key of its own (cosine with the question), reachable only by a question
+        that names its subject; ties go to the later edit, so a newer edit of
+        the same question wins over an older one."""
         sims: dict[int, float] = defaultdict(float)
         for w, x in key(question, self.idf, self.config.power).items():
             for k, y in self._index.get(w, ()):
                 sims[k] += x * y
+        held = words(question)
         best_i, best = -1, 0.0
         for k, s in sims.items():
             i = self._owner[k]
+            if not self._required[k] <= held:
+                continue
             if s > best + 1e-12 or (abs(s - best) <= 1e-12 and i > best_i):
                 best_i, best = i, s
         if best_i < 0 or best < self.config.threshold:
@@ -168,10 +241,10 @@ class RoutedMemory:
         """What the memory holds, in order: each edit's id, delta and scope."""
         h = hashlib.sha256()
         for e in self.entries:
-            h.update(json.dumps([e.edit_id, e.delta.sha256(), list(e.scope)]).encode())
+            h.update(json.dumps([e.edit_id, e.delta.sha256(), [[k.question, k.subject] for k in e.scope]]).encode())
         return h.hexdigest()
 
 
-def scope_of(prompt: str, rephrasings: Sequence[str] = ()) -> tuple[str, ...]:
-    """The questions an edit is keyed on: its prompt and the rephrasings its caller gave."""
-    return tuple(dict.fromkeys([prompt, *rephrasings]))
+def scope_of(prompt: str, rephrasings: Sequence[str] = (), subject: str = "") -> tuple[Key, ...]:
+    """The keys of one edit record: its prompt and the rephrasings its caller gave, with its subject."""
+    return tuple(Key(q, subject) for q in dict.fromkeys([prompt, *rephrasings]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from editor_core.records import EditRecord, Probe
+from editor_core.routing import Key, scope_of
 
 DEFAULT_TASK = "counterfact"  # the instruction task of a record that names none
 
@@ -43,7 +44,7 @@ def decode_records(edit_id: str, stored: list[dict]) -> list[EditRecord]:
     return [decode_record(r, f"{edit_id}#{i}") for i, r in enumerate(stored)]
 
 
-def scope_of_records(records: list[EditRecord]) -> tuple[str, ...]:
-    """The questions a routed memory keys an edit on: each record's prompt and the
-    rephrasings its caller gave (editor_core.routing)."""
-    return tuple(dict.fromkeys(q for r in records for q in (r.prompt, *r.rephrase_prompts)))
+def scope_of_records(records: list[EditRecord]) -> tuple[Key, ...]:
+    """The keys a routed memory reaches an edit by: each record's prompt and the
+    rephrasings its caller gave, with the record's subject (editor_core.routing)."""
+    return tuple(dict.fromkeys(k for r in records for k in scope_of(r.prompt, r.rephrase_prompts, r.subject)))

@@ -48,11 +48,11 @@ class Settings(BaseSettings):
         "its words; docs/ARCHITECTURE.md) or `summed` (every delta added into the weights; collapses after a few edits)",
     )
     router_threshold: float = Field(
-        0.44,
+        0.3,  # editor_core.routing.RouterConfig.threshold (not imported: Settings loads without torch)
         gt=0.0,
         le=1.0,
-        description="routed: the similarity a question needs with an edit's "
-        "questions to run on that edit (chosen on validation records, bench/lifelong.py)",
+        description="routed: the similarity a question needs with one of an edit's questions to run on that edit, "
+        "once it names that edit's subject (chosen on validation records, bench/router_keys.py)",
     )
     refit: bool = Field(
         True,

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from editor_core.delta import Delta, base_weights, load_weights, materialize, state_sha256, tensors_sha256
-from editor_core.routing import MemoryEntry, RoutedMemory, RouterConfig
+from editor_core.routing import Key, MemoryEntry, RoutedMemory, RouterConfig
 
 # (n, weights of active[:n]) of a stored snapshot whose edits are a prefix of a list; None if none
 FindSnapshot = Callable[[Sequence[str]], "tuple[int, dict[str, torch.Tensor]] | None"]
@@ -127,7 +127,7 @@ class ModelState:
         version: int,
         active: Sequence[str],
         delta_of: Callable[[str], Delta],
-        scope_of: Callable[[str], tuple[str, ...]],
+        scope_of: Callable[[str], tuple[Key, ...]],
         find_snapshot: FindSnapshot | None = None,
     ) -> Snapshot:
         """The snapshot of a version, built off to the side (slow part, no lock):

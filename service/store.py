@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 
 from editor_core.delta import Delta
 from editor_core.records import EditRecord
+from editor_core.routing import Key
 
 from .artifacts import Artifacts
 from .records import EditStatus, decode_records, scope_of_records
@@ -475,8 +476,8 @@ class Store:
             raise StoreError(f"edit {edit_id} has no committed delta")
         return self.files.read_delta(row.delta_sha256)
 
-    def scope_of(self, edit_id: str) -> tuple[str, ...]:
-        """The questions a routed memory keys the edit on (`records.scope_of_records`)."""
+    def scope_of(self, edit_id: str) -> tuple[Key, ...]:
+        """The keys a routed memory reaches the edit by (`records.scope_of_records`)."""
         return scope_of_records(self.edit(edit_id).edit_records())
 
     def delta_at(self, version: VersionRow):

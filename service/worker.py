@@ -33,7 +33,7 @@ from editor_core.chat import chat_prompt
 from editor_core.delta import Delta
 from editor_core.records import EditRecord
 from editor_core.refit import RefitConfig, answers_exactly, refit
-from editor_core.routing import MemoryEntry, RoutedMemory
+from editor_core.routing import Key, MemoryEntry, RoutedMemory
 
 from . import chat
 from .evaluation import measure
@@ -127,7 +127,7 @@ class Worker:
         self._pending: list[Future] = []
         self._refit_tree = None  # base weights, for the background thread's refits (made on first use)
         self._deltas: dict[str, Delta] = {}  # edit id -> its delta now (a cache of the store)
-        self._scopes: dict[str, tuple[str, ...]] = {}
+        self._scopes: dict[str, tuple[Key, ...]] = {}
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._needs_reconcile = True
@@ -339,7 +339,7 @@ class Worker:
             self._deltas[edit_id] = self.store.delta_of_edit(edit_id)
         return self._deltas[edit_id]
 
-    def _scope_of(self, edit_id: str) -> tuple[str, ...]:
+    def _scope_of(self, edit_id: str) -> tuple[Key, ...]:
         if edit_id not in self._scopes:
             self._scopes[edit_id] = scope_of_records(self.store.edit(edit_id).edit_records())
         return self._scopes[edit_id]
