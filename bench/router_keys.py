@@ -165,26 +165,31 @@ def subject_check(split="val", n=1000):
     rows = []
     for check, subject_of in (("none", None), ("guessed subject", lambda r: ""), ("given subject", lambda r: r.subject)):
         for th in (0.3, 0.35, 0.44):
-            mem = RoutedMemory(config=RouterConfig(threshold=th))
+            mem = RoutedMemory(config=RouterConfig(threshold=th, subject_check=subject_of is not None))
             for i, r in enumerate(recs):
-                k = Key(r.prompt, subject_of(r)) if subject_of else Key(r.prompt)
-                mem.append(MemoryEntry(str(i), None, (k,)))
-            if subject_of is None:  # no check: every key reachable by any question
-                mem._required = [frozenset()] * len(mem._required)
-            routes = lambda qs: [mem.route(q).index for q in qs]  # noqa: E731
-            home = sum(j == i for (i, _), j in zip(reph, routes([q for _, q in reph])))
-            fired = [(q, j) for (_, q), j in zip(loc, routes([q for _, q in loc])) if j >= 0]
+                mem.append(MemoryEntry(str(i), None, (Key(r.prompt, subject_of(r) if subject_of else ""),)))
+            home = sum(mem.route(q).index == i for i, q in reph)
+            fired = [(q, j) for _, q in loc if (j := mem.route(q).index) >= 0]
             rows.append({
-                "check": check, "threshold": th,
+                "check": check,
+                "threshold": th,
                 "rephrasings_home": 100 * home / len(reph),
                 "unrelated_fire": 100 * len(fired) / len(loc),
                 "unrelated_fire_not_naming_subject": 100 * sum(not names(q, recs[j]) for q, j in fired) / len(loc),
-                "capability_fire": sum(j >= 0 for j in routes(cap)),
+                "capability_fire": sum(mem.route(q).index >= 0 for q in cap),
             })
     out = Path(__file__).parent / "results"
-    (out / "router_subject.json").write_text(json.dumps({"split": split, "n_edits": n, "n_capability": len(cap), "rows": rows}, indent=1) + "\n")
-    md = ["| check | threshold | rephrasings home % | unrelated fire % | of which not naming an edited subject % | capability questions fired |", "|---|---|---|---|---|---|"]
-    md += [f"| {r['check']} | {r['threshold']} | {r['rephrasings_home']:.1f} | {r['unrelated_fire']:.1f} | {r['unrelated_fire_not_naming_subject']:.1f} | {r['capability_fire']}/{len(cap)} |" for r in rows]
+    doc = {"split": split, "n_edits": n, "n_capability": len(cap), "rows": rows}
+    (out / "router_subject.json").write_text(json.dumps(doc, indent=1) + "\n")
+    md = [
+        "| check | threshold | rephrasings home % | unrelated fire % | of which not naming an edited subject % | capability fired |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        md.append(
+            f"| {r['check']} | {r['threshold']} | {r['rephrasings_home']:.1f} | {r['unrelated_fire']:.1f} "
+            f"| {r['unrelated_fire_not_naming_subject']:.1f} | {r['capability_fire']}/{len(cap)} |"
+        )
     (out / "router_subject.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

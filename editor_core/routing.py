@@ -104,6 +104,7 @@ class RouterConfig:
     # unrelated prompts that fire (1.1 %) name an edited subject; 0.44 sends 96.5 % home.
     threshold: float = 0.3
     power: float = 1.5  # weight of a word: idf ** power; sharper than idf alone
+    subject_check: bool = True  # a question must name a key's subject to reach it (off: the cosine alone)
 
 
 # Capitalized words that open a question without naming anything.
@@ -205,7 +206,7 @@ class RoutedMemory:
         for k_ in entry.scope:
             k = len(self._owner)
             self._owner.append(i)
-            self._required.append(k_.required())
+            self._required.append(k_.required() if self.config.subject_check else frozenset())
             for w, x in key(k_.question, self.idf, self.config.power).items():
                 self._index[w].append((k, x))
 
