@@ -159,8 +159,12 @@ class Key:
     subject: str = ""  # as given with the edit; empty: guessed from the question
 
     def required(self) -> frozenset[str]:
-        """The words a question must hold to reach this key (none when no subject is found)."""
-        return frozenset(words(_POSSESSIVE.sub("", self.subject.strip()) or guess_subject(self.question)))
+        """The words a question must hold to reach this key: the subject's words that the
+        key's own question holds (so it always reaches its key), or, when it holds none
+        of them, the guessed subject's (none when nothing is named)."""
+        own = words(self.question)
+        given = words(_POSSESSIVE.sub("", self.subject.strip())) & own
+        return frozenset(given or words(guess_subject(self.question)) & own)
 
 
 def key(text: str, idf: IdfTable, power: float) -> dict[str, float]:

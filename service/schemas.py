@@ -48,7 +48,11 @@ class PairIn(Strict):
 class _EditFields(Strict):
     """What an edit may carry besides its question and answer."""
 
-    subject: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
+    subject: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = Field(
+        None,
+        description="what the fact is about, as the prompt names it; routed: a question runs on this edit only if it "
+        "names the subject too. Blank: guessed from the prompt's capitalized name (editor_core.routing.guess_subject)",
+    )
     task: ShortText | None = Field(
         None, description=f"instruction task; default {DEFAULT_TASK!r}", json_schema_extra={"enum": [*instructions.tasks(), None]}
     )

@@ -52,6 +52,9 @@ def test_a_question_must_name_the_edits_subject():
     given = RoutedMemory([MemoryEntry("e0", delta(0), scope_of("fish and chips, from", subject="fish and chips"))])
     assert given.route("fish and chips originated in").entry.edit_id == "e0"
     assert given.route("fish soup, from").entry is None
+    # A subject the question does not name (a typo, another spelling) never locks an edit out of its own question.
+    typo = RoutedMemory([MemoryEntry("e0", delta(0), scope_of("The capital of Peru is", subject="Perú"))])
+    assert typo.route("The capital of Peru is").entry.edit_id == "e0"
 
 
 def test_the_subject_is_guessed_from_the_capitalized_name():
