@@ -84,6 +84,7 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "seconds_instant": res["seconds_instant"],
             "refit_took": res["refit_took"],
             "refit": res.get("refit"),
+            "router": res.get("router"),
             "examples": res["examples"] if fmt == "plain" else None,
         },
     }
@@ -98,6 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threshold", type=float, default=RouterConfig.threshold)
     ap.add_argument("--refit-lr", type=float, default=RefitConfig.lr)
     ap.add_argument("--refit-steps", type=int, default=RefitConfig.steps)
+    ap.add_argument(
+        "--refit",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="other RefitConfig fields, e.g. --refit n_weights=1 keep=0 (to measure a setting other than the default)",
+    )
     ap.add_argument(
         "--fill",
         default=None,
@@ -142,13 +150,22 @@ def main(argv: list[str] | None = None) -> None:
     records = edit_records(args.split, max(checkpoints + [args.single]))
     probes = lifelong.Probes(records, capability_questions())
     router = RouterConfig(threshold=args.threshold)
-    refit_cfg = dataclasses.replace(RefitConfig(), lr=args.refit_lr, steps=args.refit_steps)
+    fields = {f.name: f.type for f in dataclasses.fields(RefitConfig)}
+    overrides = {}
+    for item in args.refit:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            ap.error(f"--refit: no RefitConfig field {name!r}; fields: {', '.join(fields)}")
+        overrides[name] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+    refit_cfg = dataclasses.replace(RefitConfig(), lr=args.refit_lr, steps=args.refit_steps, **overrides)
     reference: dict = {}
 
     def save(res: dict) -> None:
         res["split"] = args.split
         if "+refit" in res["method"] or res["method"].startswith("refit-only"):
             res["refit"] = dataclasses.asdict(refit_cfg)
+        if "/routed" in res["method"]:
+            res["router"] = dataclasses.asdict(router)
         if out.exists():  # other benches (lifelong_speed.py, parallel runs of this one) may have written since
             done.clear()
             done.update(json.loads(out.read_text()))
