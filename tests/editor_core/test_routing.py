@@ -164,5 +164,6 @@ def test_lifelong_routed_keeps_unrelated_answers_and_summed_moves_them():
     assert routed["plain"]["capability"] == 100.0
     assert routed["plain"]["reliability"] == 100.0 and routed["chat"]["reliability"] == 100.0  # every refit took
     summed = run(model, tok, spec, Method("refit/summed", None, "summed", cfg), probes, [4])[0]
-    assert summed["norm_ratio_max"] > routed["norm_ratio_max"]  # the sum of four deltas against the largest one
+    # the same four refits added into shared weights move what the routed memory leaves alone
+    assert summed["plain"]["locality"] < 100.0 or summed["plain"]["capability"] < 100.0, summed["plain"]
     assert isinstance(Routed(base_weights(model, spec.edit_params)).memory, RoutedMemory)
