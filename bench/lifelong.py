@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.methods.split(","):
         method = make_method(name, model, refit_cfg, router)
         todo = [n for n in checkpoints if (name, n, args.split) not in have]
+        skipped = sorted(set(checkpoints) - set(todo))
+        if skipped:
+            print(f"  {name}: N = {skipped} already in {out} (not measured again; remove those rows or pass --out)", flush=True)
         if args.single and (name, 1, args.split) not in have:
             singles = []
             for i in range(args.single):  # N = 1: each record alone, from the unedited weights
