@@ -162,6 +162,9 @@ def subject_check(split="val", n=1000):
     def names(q, r):  # the question names the edited record's subject (a same-subject collision, not an unrelated prompt)
         return key_words(r.subject) <= key_words(q)
 
+    # questions about an edited subject that ask something else (written for this; the data has no such probes)
+    other = ["Tell me about {}.", "What do you know about {}?", "Describe {} in one sentence.", "Write a short poem about {}."]
+    about = [(i, t.format(r.subject)) for i, r in enumerate(recs) for t in other]
     rows = []
     for check, subject_of in (("none", None), ("guessed subject", lambda r: ""), ("given subject", lambda r: r.subject)):
         for th in (0.3, 0.35, 0.44):
@@ -177,18 +180,21 @@ def subject_check(split="val", n=1000):
                 "unrelated_fire": 100 * len(fired) / len(loc),
                 "unrelated_fire_not_naming_subject": 100 * sum(not names(q, recs[j]) for q, j in fired) / len(loc),
                 "capability_fire": sum(mem.route(q).index >= 0 for q in cap),
+                "other_question_same_subject_routed": 100 * sum(mem.route(q).index == i for i, q in about) / len(about),
             })
     out = Path(__file__).parent / "results"
     doc = {"split": split, "n_edits": n, "n_capability": len(cap), "rows": rows}
     (out / "router_subject.json").write_text(json.dumps(doc, indent=1) + "\n")
     md = [
-        "| check | threshold | rephrasings home % | unrelated fire % | of which not naming an edited subject % | capability fired |",
-        "|---|---|---|---|---|---|",
+        "| check | threshold | rephrasings home % | unrelated fire % | of which not naming an edited subject % | capability fired "
+        "| another question about the subject routed % |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         md.append(
             f"| {r['check']} | {r['threshold']} | {r['rephrasings_home']:.1f} | {r['unrelated_fire']:.1f} "
-            f"| {r['unrelated_fire_not_naming_subject']:.1f} | {r['capability_fire']}/{len(cap)} |"
+            f"| {r['unrelated_fire_not_naming_subject']:.1f} | {r['capability_fire']}/{len(cap)} "
+            f"| {r['other_question_same_subject_routed']:.1f} |"
         )
     (out / "router_subject.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
