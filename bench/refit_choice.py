@@ -42,7 +42,8 @@ CANDIDATES = {  # name: (start from the editor's delta?, settings)
     "J: I + keep 16 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=16)),
     "K: J with rank 16": (True, RefitConfig(lr=1e-2, rank=16, steps=60, min_prob=0.8, variants=4, keep=16)),
     "L: I + keep 2 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=2)),
-    "M: I on 4 weights (block 28's down_proj, block 29's MLP)": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, n_weights=4)),
+    "M: I on 4 weights (block 28's down_proj, block 29's MLP)": (
+        True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, n_weights=4)),
     "O: M + keep 2 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, n_weights=4, keep=2)),
     "P: O with 100 steps at most": (True, RefitConfig(lr=1e-2, rank=8, steps=100, min_prob=0.8, variants=4, n_weights=4, keep=2)),
 }
