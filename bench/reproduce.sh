@@ -107,6 +107,10 @@ lifelong() {
   python bench/lifelong.py --split test --methods instructedit/summed,ft-l/summed,locft-bf/all,instructedit/routed,refit-only/routed \
     --checkpoints 10,100 --single 0 --threads 1 &
   wait
+  # session 8's 1,000-edit row with session 7's refit (1 weight) under the subject-checking router
+  # (same cache as a 1-weight --fill; the rows were renamed "(1-weight refit)" in lifelong.json):
+  #   python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 10,100,1000 --single 0 \
+  #     --threads 1 --refit n_weights=1 --out runs/test_I.json
   python bench/lifelong_speed.py --distinct 50
 }
 
