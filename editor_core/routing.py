@@ -100,8 +100,8 @@ def default_idf() -> IdfTable:
 class RouterConfig:
     # Cosine similarity a question needs with one of an edit's keys to run on that edit,
     # once it names the key's subject. Chosen on 1,000 validation records (bench/router_keys.py):
-    # with the subject check, 0.3 sends 99.3 % of held-back rephrasings home, and the only
-    # unrelated prompts that fire (1.1 %) name an edited subject; 0.44 sends 96.5 % home.
+    # with the subject check, 0.3 sends 99.6 % of held-back rephrasings home, and the only
+    # unrelated prompts that fire (1.2 %) name an edited subject; 0.44 sends 96.7 % home.
     threshold: float = 0.3
     power: float = 1.5  # weight of a word: idf ** power; sharper than idf alone
     subject_check: bool = True  # a question must name a key's subject to reach it (off: the cosine alone)
@@ -186,7 +186,7 @@ class MemoryEntry:
 @dataclass(frozen=True)
 class Route:
     entry: MemoryEntry | None
-    similarity: float  # with the nearest edit's scope, whether or not it fired
+    similarity: float  # with the nearest key whose subject the question names, whether or not it fired
     index: int = -1  # the entry's place in the memory; -1 when none fired
 
 
@@ -207,11 +207,11 @@ class RoutedMemory:
             self._add_keys(i, entry)
 
     def _add_keys(self, i: int, entry: MemoryEntry) -> None:
-        for k_ in entry.scope:
+        for entry_key in entry.scope:
             k = len(self._owner)
             self._owner.append(i)
-            self._required.append(k_.required() if self.config.subject_check else frozenset())
-            for w, x in key(k_.question, self.idf, self.config.power).items():
+            self._required.append(entry_key.required() if self.config.subject_check else frozenset())
+            for w, x in key(entry_key.question, self.idf, self.config.power).items():
                 self._index[w].append((k, x))
 
     def append(self, entry: MemoryEntry) -> None:
