@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     records = edit_records(args.split, max(checkpoints + [args.single]))
     probes = lifelong.Probes(records, capability_questions())
     router = RouterConfig(threshold=args.threshold)
-    fields = {f.name: f.type for f in dataclasses.fields(RefitConfig)}
+    fields = [f.name for f in dataclasses.fields(RefitConfig)]
     overrides = {}
     for item in args.refit:
         name, _, value = item.partition("=")

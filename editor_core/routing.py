@@ -167,9 +167,9 @@ class Key:
         return frozenset(given or words(guess_subject(self.question)) & own)
 
 
-def key(text: str, idf: IdfTable, power: float) -> dict[str, float]:
-    """The unit-length sparse vector of a question."""
-    v = {w: idf.idf(w) ** power for w in words(text)}
+def key(text: str | set[str], idf: IdfTable, power: float) -> dict[str, float]:
+    """The unit-length sparse vector of a question (or of its word set, already taken)."""
+    v = {w: idf.idf(w) ** power for w in (words(text) if isinstance(text, str) else text)}
     norm = math.sqrt(sum(x * x for x in v.values()))
     return {w: x / norm for w, x in v.items()} if norm else {}
 
@@ -226,11 +226,11 @@ class RoutedMemory:
         key of its own (cosine with the question), reachable only by a question
         that names its subject; ties go to the later edit, so a newer edit of
         the same question wins over an older one."""
+        held = words(question)
         sims: dict[int, float] = defaultdict(float)
-        for w, x in key(question, self.idf, self.config.power).items():
+        for w, x in key(held, self.idf, self.config.power).items():
             for k, y in self._index.get(w, ()):
                 sims[k] += x * y
-        held = words(question)
         best_i, best = -1, 0.0
         for k, s in sims.items():
             i = self._owner[k]

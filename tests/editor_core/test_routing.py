@@ -67,6 +67,12 @@ def test_the_subject_is_guessed_from_the_capitalized_name():
     assert Key("The mother tongue of Danielle Darrieux is", "Danielle Darrieux's").required() == {"danielle", "darrieux"}
 
 
+def test_the_service_default_threshold_is_the_routers():
+    from service.settings import Settings
+
+    assert Settings.model_fields["router_threshold"].default == RouterConfig.threshold
+
+
 def test_the_later_edit_of_the_same_question_wins():
     m = memory("The capital of Peru is", "The capital of Peru is")
     assert m.route("The capital of Peru is").entry.edit_id == "e1"
