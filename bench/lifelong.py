@@ -79,13 +79,15 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "split": res["split"],
             "reliability_contains": r["reliability_contains"],
             "generalization_contains": r["generalization_contains"],
+            "subject_locality": r.get("subject_locality"),
+            "subject_hijack": r.get("subject_hijack"),
             "perplexity_ratio": res["perplexity_ratio"],
             "norm_ratio_max": res["norm_ratio_max"],
             "seconds_instant": res["seconds_instant"],
             "refit_took": res["refit_took"],
             "refit": res.get("refit"),
             "router": res.get("router"),
-            "examples": res["examples"] if fmt == "plain" else None,
+            "examples": res["examples"] if fmt == "plain" else res.get("subject_examples"),
         },
     }
 
@@ -156,7 +158,10 @@ def main(argv: list[str] | None = None) -> None:
         name, _, value = item.partition("=")
         if name not in fields:
             ap.error(f"--refit: no RefitConfig field {name!r}; fields: {', '.join(fields)}")
-        overrides[name] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        parsed = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        default = getattr(RefitConfig(), name)
+        # as the field's own type, so that "4" and the default 4.0 name the same settings (and cache)
+        overrides[name] = type(default)(parsed) if isinstance(default, (int, float)) else parsed
     refit_cfg = dataclasses.replace(RefitConfig(), lr=args.refit_lr, steps=args.refit_steps, **overrides)
     reference: dict = {}
 
@@ -186,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{res['method']:28s} N={res['n_edits']:5d}  plain rel {f(p['reliability'])} gen {f(p['generalization'])} "
             f"loc {f(p['locality'])} ret {f(p['retention_first10pct'])} | chat rel {f(c['reliability'])} "
             f"gen {f(c['generalization'])} loc {f(c['locality'])} | flu {f(res['fluency_ratio'], '.2f')} "
-            f"cap {f(p['capability'])} s/edit {f(res['seconds_per_edit'], '.2f')}",
+            f"cap {f(p['capability'])} subj {f(p.get('subject_locality'))}/{f(c.get('subject_locality'))} "
+            f"hijack {f(p.get('subject_hijack'))}/{f(c.get('subject_hijack'))} s/edit {f(res['seconds_per_edit'], '.2f')}",
             flush=True,
         )
 
@@ -267,8 +273,8 @@ def write_table(done: dict, path: Path) -> None:
     lines = [
         f"# Lifelong editing, {done['model']}: all N edits measured at the end, by greedy generation (%)",
         "",
-        "| split | method | N | format | Rel | Gen | Loc | first 10 % | fluency x | capability Δ | TF Rel/Gen/Loc | s/edit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| split | method | N | format | Rel | Gen | Loc | first 10 % | fluency x | capability Δ | subject Loc / hijack | TF Rel/Gen/Loc | s/edit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(done["rows"], key=lambda r: (r["extra"]["split"], r["method"], r["n_edits"], r["prompt_format"])):
         tf = r.get("teacher_forced") or {}
@@ -276,6 +282,7 @@ def write_table(done: dict, path: Path) -> None:
             f"| {r['extra']['split']} | {r['method']} | {r['n_edits']} | {r['prompt_format']} | {f(r['reliability'])} | "
             f"{f(r['generalization'])} | {f(r['locality'])} | {f(r['retention_first10pct'])} | "
             f"{f(r['fluency_ratio'], 2)} | {f(r['capability_delta'])} | "
+            f"{f(r['extra'].get('subject_locality'))} / {f(r['extra'].get('subject_hijack'))} | "
             f"{f(tf.get('reliability'))}/{f(tf.get('generalization'))}/{f(tf.get('locality'))} | {r['seconds_per_edit']:.2f} |"
         )
     path.write_text("\n".join(lines) + "\n")

@@ -65,7 +65,9 @@ class SplitRunner:
         self.head = model.get_submodule(spec.lm_head)
 
     @torch.no_grad()
-    def bottom(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Cut:
+    def bottom(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, overrides: dict[str, torch.Tensor] | None = None) -> Cut:
+        """The input of the first edited block, the blocks below it run once
+        (with `overrides` for some of their weights, if given)."""
         captured: dict = {}
 
         def grab(module, args, kwargs):
@@ -75,7 +77,8 @@ class SplitRunner:
         block = self.blocks[self.spec.first_edit_layer]
         handle = block.register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            with patched_weights(self.model, overrides):
+                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         except _StopForward:
             pass
         finally:

@@ -48,8 +48,7 @@ from .data.splits import load_task_split
 from .delta import Delta, base_weights, load_weights, materialize
 from .records import EditRecord
 from .refit import RefitConfig, refit
-from .routing import MemoryEntry, RoutedMemory, RouterConfig, scope_of
-
+from .routing import MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of
 # A fixed English text for the capability set's perplexity (written for this purpose).
 CAPABILITY_TEXT = (
     "The river rises in the hills to the north and flows south through farmland before it reaches the sea. "
@@ -311,9 +310,9 @@ def _compute_edit(method: Method, model, tok, spec, holding: Holding, record: Ed
     t1 = time.perf_counter()
     info = {"seconds_instant": t1 - t0, "refit_steps": 0, "refit_took": None, "seconds_refit": 0.0}
     if method.refit is not None:
-        res = refit(model, tok, spec, record.prompt, record.target_new, delta, method.refit)
+        res = refit(model, tok, spec, record.prompt, record.target_new, delta, method.refit, subject=record.subject)
         delta = res.delta
-        info.update(refit_steps=res.steps, refit_took=res.took, seconds_refit=time.perf_counter() - t1)
+        info.update(refit_steps=res.steps, refit_took=res.took, refit_kept=res.kept, seconds_refit=time.perf_counter() - t1)
     info["delta"] = delta
     return info
 
@@ -386,7 +385,11 @@ class Probes:
             gen = [(p, ask(p), r.target_new) for r in recs for p in r.rephrase_prompts[:1]]
             loc = [(p.prompt, ask(p.prompt), p.answer) for r in recs for p in r.locality[:1]]
             cap = [(q, ask(q), "") for q in self.capability]
-            for name, rows in (("rel", rel), ("gen", gen), ("loc", loc), ("cap", cap)):
+            names = [(i, r, r.subject or guess_subject(r.prompt)) for i, r in enumerate(recs)]
+            # another question about each edit's subject (one of metrics.SUBJECT_PROBES per edit, in turn)
+            about = [(metrics.subject_probes(s)[i % len(metrics.SUBJECT_PROBES)], r.target_new) for i, r, s in names if s]
+            subj = [(q, ask(q), t) for q, t in about]
+            for name, rows in (("rel", rel), ("gen", gen), ("loc", loc), ("cap", cap), ("subj", subj)):
                 out[f"{name}/{fmt}"] = ([q for q, _, _ in rows], [p for _, p, _ in rows], [a for _, _, a in rows])
         return out
 
@@ -398,7 +401,7 @@ def measure(
     caches the unedited model's answers (filled on first use, with the base weights)."""
     sets = probes.sets(tok, n)
     answers = {name: answer(model, tok, holding, q, p, max_new_tokens) for name, (q, p, _) in sets.items()}
-    for name in ("loc/plain", "loc/chat", "cap/plain", "cap/chat"):
+    for name in ("loc/plain", "loc/chat", "cap/plain", "cap/chat", "subj/plain", "subj/chat"):
         q, p, _ = sets[name]
         have = reference.setdefault(name, {})
         todo = [x for x in p if x not in have]
@@ -416,6 +419,10 @@ def measure(
         loc = [float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(answers[f"loc/{fmt}"], lp)]
         cq, cp, _ = sets[f"cap/{fmt}"]
         cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], cp)]
+        sq, sp, st = sets[f"subj/{fmt}"]
+        subj = [float(g == reference[f"subj/{fmt}"][p]) for g, p in zip(answers[f"subj/{fmt}"], sp)]
+        # hijacked: the answer is the edit's target (it begins with it), where the unedited one was not
+        hijack = [metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(reference[f"subj/{fmt}"][p], t)) for g, p, t in zip(answers[f"subj/{fmt}"], sp, st)]
         first = max(1, n // 10)
         res[fmt] = {
             "reliability": metrics.summarize(rel),
@@ -423,12 +430,19 @@ def measure(
             "locality": metrics.summarize(loc),
             "retention_first10pct": metrics.summarize(rel[:first]),
             "capability": metrics.summarize(cap),
+            # another question about the edited subject: answered as unedited, or with the edit's target
+            "subject_locality": metrics.summarize(subj),
+            "subject_hijack": metrics.summarize(hijack),
             "reliability_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"rel/{fmt}"], ra)]),
             "generalization_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"gen/{fmt}"], ga)]),
         }
     res["examples"] = [
         {"prompt": q, "target": a, "plain": g, "chat": c}
         for q, a, g, c in list(zip(sets["rel/plain"][0], sets["rel/plain"][2], answers["rel/plain"], answers["rel/chat"]))[:5]
+    ]
+    res["subject_examples"] = [
+        {"question": q, "target": t, "unedited": reference["subj/chat"][p], "chat": g}
+        for q, p, t, g in list(zip(*sets["subj/chat"], answers["subj/chat"]))[:8]
     ]
     if teacher_forcing:
         rq, rp, ra = sets["rel/plain"]

@@ -389,6 +389,22 @@ def fluency(
 
 ANSWER_STOPS = (".", "\n")
 
+# Other questions about an edit's subject (written for this). Their answers should
+# stay the unedited model's: a routed edit runs on any question that names its
+# subject. Apart from the ones a refit keeps (`editor_core.refit.SUBJECT_QUESTIONS`),
+# so that what is measured is not what was fitted.
+SUBJECT_PROBES = (
+    "Tell me about {}.",
+    "What do you know about {}?",
+    "Describe {} in one sentence.",
+    "Write a short poem about {}.",
+)
+
+
+def subject_probes(subject: str) -> list[str]:
+    """`SUBJECT_PROBES` about `subject` (none for an empty subject)."""
+    return [t.format(subject) for t in SUBJECT_PROBES] if subject.strip() else []
+
 
 def cut_answer(text: str) -> str:
     """A generated answer up to its first "." or newline (EOS already ends the

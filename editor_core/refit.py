@@ -17,11 +17,18 @@ that only just took on its own wording fails on a rephrasing). Argmax answers
 mean greedy decoding produces exactly the target and stops, so the check is a
 teacher-forced forward, not a generation.
 
-What follows the answer is kept as the unedited model has it: on the base
-model's own continuation of `question + target`, the fitted model's next-token
-distributions (EOS left out) are pulled to the base's by a KL term. Without it
-a text forced on past the answer (EOS suppressed, as fluency is measured)
-repeats the target.
+Two optional KL terms keep text the edit should not change as the unedited
+model has it (each on the base model's own greedy continuation, the fitted
+model's next-token distributions pulled to the base's):
+
+* `subject_questions`: other questions about the edit's subject ("What is
+  Peru known for?"). A routed edit runs on every question that names its
+  subject, and without this a refit that learned "Peru -> Quito" answers
+  "Quito" to "Tell me about Peru's history." The refit then also stops only
+  once these questions' greedy continuations are the base's again.
+* `keep`: what follows the answer (EOS left out, as in a text forced on past
+  the answer, which is how fluency is measured); without it such a text
+  repeats the target.
 
 Only the edit's own delta is fitted, on the base weights plus that delta. That
 is what a routed memory (`editor_core.routing`) serves for questions in the
@@ -31,6 +38,7 @@ can run beside new edits without waiting for them.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -42,6 +50,7 @@ from .delta import Delta
 from .hooks import SplitRunner
 from .losses import row_nll
 from .models import ModelSpec
+from .routing import guess_subject
 from .tokens import encode_pairs, encode_prompts, end_of_text_ids, join_answer
 
 
@@ -68,6 +77,15 @@ class RefitConfig:
     # fluency from 0.25x to 0.69x and lowered plain-rephrasing answers from 83 % to 62 %.
     keep: int = 0
     keep_weight: float = 1.0
+    # Other questions about the edit's subject (the first `subject_questions` of SUBJECT_QUESTIONS,
+    # plain and in the chat template) whose first `subject_tokens` answer tokens are kept (0: off).
+    # On 30 routed validation edits (bench/lifelong.py --split val), 4 questions with weight 4 took
+    # the chat questions about an edited subject answered with its target ("Tell me about Peru." ->
+    # "Quito") from 90 % to 7 %, and fluency from 0.14x to 0.57x; chat rephrasings 97 % -> 80 %,
+    # plain 87 % -> 83 %; the refit costs about 8x the steps (57 s against 7 s per edit, one thread).
+    subject_questions: int = 4
+    subject_tokens: int = 8
+    subject_weight: float = 4.0
     max_length: int = 128
     seed: int = 0
 
@@ -77,6 +95,7 @@ class RefitResult:
     delta: Delta
     steps: int
     took: bool  # every asked form now answers the target, then stops
+    kept: bool = True  # every other question about the subject continues as on the base weights
 
 
 # Unrelated sentences put before a question, so that a fitted answer does not
@@ -88,6 +107,19 @@ PREFIXES = (
     "The meeting has been moved to Thursday.",
     "Many people have asked about this.",
     "This was in the news last year.",
+)
+
+
+# Other questions about an edit's subject, kept as the base model answers them
+# (written for this; the benches and the service measure on different ones,
+# `editor_core.metrics.SUBJECT_PROBES`).
+SUBJECT_QUESTIONS = (
+    "What is {} known for?",
+    "{} is",
+    "Give me one fact about {}.",
+    "Here is a short note on {}:",
+    "Who or what is {}?",
+    "Write a sentence about {}.",
 )
 
 
@@ -119,21 +151,34 @@ def question_forms(
     return forms
 
 
+def _block_of(spec: ModelSpec, param: str) -> int:
+    return int(param[len(spec.layers) + 1 :].split(".")[0])
+
+
 @torch.no_grad()
-def _continuations(model, tokenizer, forms: list[str], target: str, n_tokens: int) -> list[str]:
-    """The base model's greedy continuation (EOS suppressed) of each `form + target`."""
-    texts = [f + join_answer(f, target) for f in forms]
+def _base_continuations(model, tokenizer, texts: list[str], n_tokens: int, *, past_eos: bool) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, the model's greedy continuation ids) of each text: `n_tokens`
+    with EOS suppressed (`past_eos`), else at most `n_tokens`, up to and including EOS."""
     ids, mask = encode_prompts(tokenizer, texts)
     device = next(model.parameters()).device
     out = model.generate(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
         max_new_tokens=n_tokens,
-        min_new_tokens=n_tokens,
+        min_new_tokens=n_tokens if past_eos else 0,
         do_sample=False,
+        use_cache=True,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    return [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, ids.shape[1] :].tolist()]
+    eos = end_of_text_ids(model, tokenizer)
+    pairs = []
+    for i in range(len(texts)):
+        cont = out[i, ids.shape[1] :].tolist()
+        if not past_eos:
+            stop = next((k for k, t in enumerate(cont) if t in eos), None)
+            cont = cont if stop is None else cont[: stop + 1]
+        pairs.append((ids[i][mask[i].bool()].tolist(), cont))
+    return pairs
 
 
 def refit(
@@ -146,28 +191,44 @@ def refit(
     config: RefitConfig = RefitConfig(),
     *,
     rephrasings: tuple[str, ...] = (),
-    more: Sequence[tuple[str, str, tuple[str, ...]]] = (),
+    subject: str = "",
+    more: Sequence[tuple[str, str, tuple[str, ...], str]] = (),
 ) -> RefitResult:
     """`delta` plus a fitted correction; `model` must hold the base weights of `spec`'s params.
-    `more` holds further (prompt, target, rephrasings) of the same edit (a batch edit)."""
-    forms, answers, kept = [], [], []
-    for p, t, reph in [(prompt, target, tuple(rephrasings)), *more]:
+    `subject` is the edit's subject (empty: guessed from the prompt, `guess_subject`);
+    `more` holds further (prompt, target, rephrasings, subject) of the same edit (a batch edit)."""
+    forms, answers, past, about = [], [], [], []
+    for p, t, reph, *subj in [(prompt, target, tuple(rephrasings), subject), *more]:
         asked = question_forms(tokenizer, p, reph, chat=config.chat, n_variants=config.variants, seed=config.seed)
         forms += asked
         answers += [t + end_of_turn(tokenizer)] * len(asked)
         if config.keep:
             own = [p, chat_prompt(tokenizer, p)] if config.chat else [p]
-            kept += [(f, t, c) for f, c in zip(own, _continuations(model, tokenizer, own, t, config.keep))]
-    batch = encode_pairs(tokenizer, forms, answers, config.max_length).to(model.device)
-    runner = SplitRunner(model, spec)
-    cut = runner.bottom(batch.input_ids, batch.attention_mask)
-    mask = batch.answer_mask
-    rows, labels = mask.nonzero()[:, 0], batch.labels[mask]
-    keep = _KeptText(runner, tokenizer, kept, config.max_length) if kept else None
-
+            past += [f + join_answer(f, t) for f in own]
+        name = (subj[0] if subj else "") or guess_subject(p)
+        if config.subject_questions and name:
+            qs = [q.format(name) for q in SUBJECT_QUESTIONS[: config.subject_questions]]
+            about += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
+    fitted = list(spec.edit_params[-config.n_weights :])
+    # Blocks below the first fitted one never change here: run them once, with the edit's delta.
+    first = min(_block_of(spec, p) for p in fitted)
     base = {p: model.get_parameter(p) for p in spec.edit_params}
     fixed = {p: (delta.dense(p).to(base[p].device) if delta is not None and p in delta.factors else None) for p in base}
-    fitted = list(spec.edit_params[-config.n_weights :])
+    below = {p: (base[p].float() + fixed[p]).to(base[p].dtype) for p in base if _block_of(spec, p) < first and fixed[p] is not None}
+    base = {p: w for p, w in base.items() if _block_of(spec, p) >= first}
+    runner = SplitRunner(model, dataclasses.replace(spec, first_edit_layer=first))
+
+    batch = encode_pairs(tokenizer, forms, answers, config.max_length).to(model.device)
+    cut = runner.bottom(batch.input_ids, batch.attention_mask, overrides=below)
+    mask = batch.answer_mask
+    rows, labels = mask.nonzero()[:, 0], batch.labels[mask]
+    anchors = []  # (anchor, weight, whether the refit must restore its argmax before it stops)
+    if past:
+        cont = _base_continuations(model, tokenizer, past, config.keep, past_eos=True)
+        anchors.append((_Anchor(runner, cont, below, eos=end_of_text_ids(model, tokenizer)), config.keep_weight, False))
+    if about:
+        cont = _base_continuations(model, tokenizer, list(dict.fromkeys(about)), config.subject_tokens, past_eos=False)
+        anchors.append((_Anchor(runner, cont, below), config.subject_weight, True))
     gen = torch.Generator().manual_seed(config.seed)
     corr = {}
     for p in fitted:
@@ -187,7 +248,7 @@ def refit(
             out[p] = acc.to(w.dtype)
         return out
 
-    steps, took = 0, False
+    steps, took, kept = 0, False, True
     for steps in range(config.steps + 1):
         with torch.enable_grad():
             w = weights(True)
@@ -195,11 +256,14 @@ def refit(
             logits = runner.logits(h, mask)
             logp = torch.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None])[:, 0]
             took = bool((logits.argmax(-1) == labels).all()) and float(logp.detach().min().exp()) >= config.min_prob
-            if took or steps == config.steps:
-                break
             loss = row_nll(logits, labels, rows, len(forms)).mean()
-            if keep is not None:
-                loss = loss + config.keep_weight * keep.divergence(w)
+            kept = True
+            for anchor, weight, must_agree in anchors:
+                divergence, agrees = anchor(w)
+                loss = loss + weight * divergence
+                kept = kept and (agrees or not must_agree)
+            if (took and kept) or steps == config.steps:
+                break
             opt.zero_grad()
             loss.backward()
         opt.step()
@@ -215,42 +279,49 @@ def refit(
         if parts:  # ΔW = [L1 L2] @ [R1; R2], still exact factors
             factors[p] = (torch.cat([l for l, _ in parts], dim=1), torch.cat([r for _, r in parts], dim=0))
     meta = dict(delta.meta) if delta is not None else {"editor": "refit"}
-    meta.update({"refit_steps": steps, "refit_took": took})
-    return RefitResult(Delta(factors, meta), steps, took)
+    meta.update({"refit_steps": steps, "refit_took": took, "refit_kept": kept})
+    return RefitResult(Delta(factors, meta), steps, took, kept)
 
 
-class _KeptText:
-    """The base model's next-token distributions on its own continuation of
-    `question + target`, from the token after the target on (EOS left out, as
-    in a continuation forced past the answer), and the KL of a fitted model's
-    from them."""
+class _Anchor:
+    """Texts that the refit keeps as the base model has them: the base's
+    next-token distributions at each token of its own continuation (the ids in
+    `eos` left out, as in a text forced on past the answer), the KL of a fitted
+    model's from them, and whether the fitted model's argmax still agrees."""
 
-    def __init__(self, runner: SplitRunner, tokenizer, kept: list[tuple[str, str, str]], max_length: int):
+    def __init__(
+        self, runner: SplitRunner, pairs: list[tuple[list[int], list[int]]], below: dict[str, torch.Tensor], eos: set[int] = frozenset()
+    ):
         self.runner = runner
-        forms = [f for f, _, _ in kept]
-        batch = encode_pairs(tokenizer, forms, [t + c for _, t, c in kept], max_length).to(runner.model.device)
-        # answer positions that predict the continuation: all but the target's own tokens
-        n_target = [len(tokenizer(join_answer(f, t), add_special_tokens=False)["input_ids"]) for f, t, _ in kept]
-        mask = batch.answer_mask.clone()
-        for i, n in enumerate(n_target):
-            first = int(mask[i].nonzero()[0])
-            mask[i, first : first + n] = False
-        self.mask = mask
-        self.cut = runner.bottom(batch.input_ids, batch.attention_mask)
-        self.eos = sorted(end_of_text_ids(runner.model, tokenizer))
-        with torch.no_grad():
-            h, _ = runner.top(self.cut)
-            self.reference = self._log_probs(runner.logits(h, mask))
+        width = max(len(p) + len(c) for p, c in pairs)
+        ids = torch.zeros((len(pairs), width), dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        mask = torch.zeros((len(pairs), width), dtype=torch.bool)
+        for i, (p, c) in enumerate(pairs):
+            row = p + c
+            ids[i, : len(row)] = torch.tensor(row)
+            attention[i, : len(row)] = 1
+            mask[i, len(p) - 1 : len(row) - 1] = True  # the positions that predict the continuation
+        device = runner.model.device
+        self.mask = mask.to(device)
+        self.cut = runner.bottom(ids.to(device), attention.to(device), overrides=below)
+        self.eos = sorted(eos)
+        with torch.no_grad():  # the base model's distributions: the edit's delta left out everywhere
+            h, _ = runner.top(runner.bottom(ids.to(device), attention.to(device)))
+            self.reference = self._log_probs(runner.logits(h, self.mask))
+        self.argmax = self.reference.argmax(-1)
 
     def _log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float().clone()
-        logits[:, self.eos] = -1e4  # out of the distribution, but finite (no NaN in the gradient)
+        if self.eos:
+            logits[:, self.eos] = -1e4  # out of the distribution, but finite (no NaN in the gradient)
         return torch.log_softmax(logits, dim=-1)
 
-    def divergence(self, overrides: dict[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, overrides: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
         h, _ = self.runner.top(self.cut, overrides=overrides)
         logp = self._log_probs(self.runner.logits(h, self.mask))
-        return torch.nn.functional.kl_div(logp, self.reference, log_target=True, reduction="batchmean")
+        agrees = bool((logp.detach().argmax(-1) == self.argmax).all())
+        return torch.nn.functional.kl_div(logp, self.reference, log_target=True, reduction="batchmean"), agrees
 
 
 @torch.inference_mode()

@@ -9,7 +9,10 @@ the protocol of "The Mirage of Model Editing"):
   user turn in the chat template, answers the target;
 * generalization_plain / generalization_chat: the same for each rephrase prompt;
 * probe_locality_generation: the greedy continuation of each fixed probe
-  (`probes.PROBES`) is identical before and after.
+  (`probes.PROBES`) is identical before and after;
+* subject_locality_generation: other questions about each record's subject
+  (`metrics.SUBJECT_PROBES`, "Tell me about Peru.", in the chat template) answer
+  as before; subject_hijack: those answers that are the edit's target.
 
 Teacher-forced (EasyEdit's definitions, labelled as such):
 * reliability, generalization, portability: token accuracy of the answer;
@@ -28,6 +31,7 @@ from typing import Callable, Sequence
 from editor_core import metrics
 from editor_core.chat import chat_prompt
 from editor_core.records import EditRecord
+from editor_core.routing import guess_subject
 
 from .probes import PROBES
 from .state import Snapshot
@@ -124,4 +128,15 @@ def measure(pre: Snapshot, post: Snapshot, tokenizer, records: list[EditRecord],
     probes = [p.prompt for p in PROBES]
     same = [float(a == b) for a, b in zip(answers(pre, probes, probes), answers(post, probes, probes))]
     out["probe_locality_generation"] = {"before": 100.0, "after": metrics.summarize(same), "n": len(probes)}
+
+    # other questions about each record's subject, where a routed edit also runs
+    about = [(q, r.target_new) for r in records for q in metrics.subject_probes(r.subject or guess_subject(r.prompt))]
+    qs = [q for q, _ in about]
+    prompts = [chat_prompt(tokenizer, q) for q in qs]
+    said = {when: answers(snap, qs, prompts) if qs else [] for when, snap in (("before", pre), ("after", post))}
+    same = [float(a == b) for a, b in zip(said["before"], said["after"])]
+    out["subject_locality_generation"] = {"before": 100.0 if qs else None, "after": metrics.summarize(same), "n": len(qs)}
+    out["subject_hijack"] = {
+        when: metrics.summarize([metrics.answer_exact(a, t) for a, (_, t) in zip(said[when], about)]) for when in ("before", "after")
+    } | {"n": len(qs)}
     return out

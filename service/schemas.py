@@ -230,6 +230,12 @@ class EditMetrics(BaseModel):
     generalization_plain: Score | None = Field(None, description="by generation: each rephrase prompt, asked plainly")
     generalization_chat: Score | None = Field(None, description="by generation: each rephrase prompt in the chat template")
     probe_locality_generation: Score | None = Field(None, description="by generation: probes whose greedy answer did not change")
+    subject_locality_generation: Score | None = Field(
+        None, description="by generation, chat template: other questions about each edit's subject whose answer did not change"
+    )
+    subject_hijack: Score | None = Field(
+        None, description="by generation, chat template: other questions about each edit's subject answered with the edit's target"
+    )
     reliability: Score = Field(description="teacher-forced token accuracy of the target after the edit prompt")
     generalization: Score = Field(description="teacher-forced, after each rephrase prompt")
     locality: Score = Field(description="teacher-forced argmax agreement on the request's locality pairs")

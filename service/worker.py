@@ -459,7 +459,7 @@ class Worker:
             self._refit_tree = fork(self.state.template)
         entry = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id)
         first, *rest = work.records
-        more = [(r.prompt, r.target_new, r.rephrase_prompts) for r in rest]
+        more = [(r.prompt, r.target_new, r.rephrase_prompts, r.subject) for r in rest]
         result = refit(
             self._refit_tree,
             self.tokenizer,
@@ -469,6 +469,7 @@ class Worker:
             entry.delta,
             self.refit,
             rephrasings=first.rephrase_prompts,
+            subject=first.subject,
             more=more,
         )
         return result.delta if result.steps else None

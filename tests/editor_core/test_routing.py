@@ -9,7 +9,7 @@ from editor_core.editors import LocFT, LocFTConfig
 from editor_core.lifelong import Method, Probes, Routed, run
 from editor_core.models import ModelSpec, load_model
 from editor_core.records import EditRecord, Probe
-from editor_core.refit import PREFIXES, RefitConfig, answers_exactly, refit, variants
+from editor_core.refit import PREFIXES, SUBJECT_QUESTIONS, RefitConfig, answers_exactly, refit, variants
 from editor_core.routing import IdfTable, Key, MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of, words
 from editor_core.tokens import encode_pairs
 from service.state import fork
@@ -132,6 +132,25 @@ def test_refit_with_margin_variants_and_kept_continuation():
         logp = torch.log_softmax(tree(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float(), -1)
     probs = logp.gather(2, batch.labels.clamp(min=0)[..., None])[..., 0].exp()[batch.answer_mask]
     assert float(probs.min()) >= cfg.min_prob
+
+
+def test_refit_keeps_other_questions_about_the_subject_as_the_base_answers_them():
+    model, tok = load_model("tiny-llama")
+    spec = ModelSpec.for_model(model)
+    base = base_weights(model, spec.edit_params)
+    cfg = RefitConfig(lr=3e-2, steps=150, rank=8, min_prob=0.0, variants=0, subject_questions=2, subject_tokens=6)
+    other = [q.format("Peru") for q in SUBJECT_QUESTIONS[:2]]
+    other += [chat_prompt(tok, q) for q in other]
+    before = metrics.generate_answers(model, tok, other, max_new_tokens=6)
+    result = refit(model, tok, spec, "The capital of Peru is", "Quito", None, cfg, subject="Peru")
+    assert result.took and result.kept and result.delta.meta["refit_kept"]
+    tree = fork(model, materialize(base, [result.delta]))
+    assert all(answers_exactly(tree, tok, ["The capital of Peru is", chat_prompt(tok, "The capital of Peru is")], ["Quito"] * 2))
+    assert metrics.generate_answers(tree, tok, other, max_new_tokens=6) == before
+    # without the kept questions the same refit answers them otherwise
+    plain = refit(model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(**{**cfg.__dict__, "subject_questions": 0}))
+    loose = fork(model, materialize(base, [plain.delta]))
+    assert metrics.generate_answers(loose, tok, other, max_new_tokens=6) != before
 
 
 def test_locft_fits_all_edits_at_once_in_one_matrix():

@@ -61,6 +61,9 @@ def test_edits_show_hold_together_and_roll_back_exactly(service, components):
     metrics = service.wait_metrics(a)["metrics"]
     assert metrics["reliability_plain"]["after"] == 100.0 and metrics["reliability_chat"]["after"] == 100.0
     assert metrics["probe_locality_generation"]["after"] == 100.0 and metrics["probe_locality_generation"]["n"] >= 10
+    # four other questions about Peru (the guessed subject), scored whatever the tiny model answers
+    assert metrics["subject_locality_generation"]["n"] == 4 and metrics["subject_hijack"]["n"] == 4
+    assert 0.0 <= metrics["subject_locality_generation"]["after"] <= 100.0
 
     service.client.delete(f"/edits/{a}")
     service.wait(a, ("rolled_back",))
