@@ -273,7 +273,8 @@ def write_table(done: dict, path: Path) -> None:
     lines = [
         f"# Lifelong editing, {done['model']}: all N edits measured at the end, by greedy generation (%)",
         "",
-        "| split | method | N | format | Rel | Gen | Loc | first 10 % | fluency x | capability Δ | subject Loc / hijack | TF Rel/Gen/Loc | s/edit |",
+        "| split | method | N | format | Rel | Gen | Loc | first 10 % | fluency x | capability Δ | subject Loc / hijack "
+        "| TF Rel/Gen/Loc | s/edit |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(done["rows"], key=lambda r: (r["extra"]["split"], r["method"], r["n_edits"], r["prompt_format"])):

@@ -49,6 +49,7 @@ from .delta import Delta, base_weights, load_weights, materialize
 from .records import EditRecord
 from .refit import RefitConfig, refit
 from .routing import MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of
+
 # A fixed English text for the capability set's perplexity (written for this purpose).
 CAPABILITY_TEXT = (
     "The river rises in the hills to the north and flows south through farmland before it reaches the sea. "
@@ -420,9 +421,10 @@ def measure(
         cq, cp, _ = sets[f"cap/{fmt}"]
         cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], cp)]
         sq, sp, st = sets[f"subj/{fmt}"]
-        subj = [float(g == reference[f"subj/{fmt}"][p]) for g, p in zip(answers[f"subj/{fmt}"], sp)]
+        unedited = [reference[f"subj/{fmt}"][p] for p in sp]
+        subj = [float(g == u) for g, u in zip(answers[f"subj/{fmt}"], unedited)]
         # hijacked: the answer is the edit's target (it begins with it), where the unedited one was not
-        hijack = [metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(reference[f"subj/{fmt}"][p], t)) for g, p, t in zip(answers[f"subj/{fmt}"], sp, st)]
+        hijack = [metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(u, t)) for g, u, t in zip(answers[f"subj/{fmt}"], unedited, st)]
         first = max(1, n // 10)
         res[fmt] = {
             "reliability": metrics.summarize(rel),
