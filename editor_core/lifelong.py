@@ -48,7 +48,7 @@ from .data.splits import load_task_split
 from .delta import Delta, base_weights, load_weights, materialize
 from .records import EditRecord
 from .refit import RefitConfig, refit
-from .routing import MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of
+from .routing import MemoryEntry, RoutedMemory, RouterConfig, scope_of, subject_of
 
 # A fixed English text for the capability set's perplexity (written for this purpose).
 CAPABILITY_TEXT = (
@@ -386,7 +386,7 @@ class Probes:
             gen = [(p, ask(p), r.target_new) for r in recs for p in r.rephrase_prompts[:1]]
             loc = [(p.prompt, ask(p.prompt), p.answer) for r in recs for p in r.locality[:1]]
             cap = [(q, ask(q), "") for q in self.capability]
-            names = [(i, r, r.subject or guess_subject(r.prompt)) for i, r in enumerate(recs)]
+            names = [(i, r, subject_of(r.prompt, r.subject)) for i, r in enumerate(recs)]
             # another question about each edit's subject (one of metrics.SUBJECT_PROBES per edit, in turn)
             about = [(metrics.subject_probes(s)[i % len(metrics.SUBJECT_PROBES)], r.target_new) for i, r, s in names if s]
             subj = [(q, ask(q), t) for q, t in about]

@@ -10,10 +10,25 @@ import torch
 def row_nll(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     """Mean negative log-likelihood per row (n_rows,) of selected positions:
     `logits` (N, V), `targets` (N,), `rows` (N,) the row of each position."""
-    nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-    total = torch.zeros(n_rows, device=nll.device).index_add(0, rows, nll)
-    count = torch.zeros(n_rows, device=nll.device).index_add(0, rows, torch.ones_like(nll))
+    return row_mean(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none"), rows, n_rows)
+
+
+def row_mean(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Mean per row (n_rows,) of per-position `values` (N,), `rows` (N,) the row of each."""
+    total = torch.zeros(n_rows, device=values.device).index_add(0, rows, values)
+    count = torch.zeros(n_rows, device=values.device).index_add(0, rows, torch.ones_like(values))
     return total / count.clamp(min=1)
+
+
+def floored_log_softmax(logits: torch.Tensor, floor: float = 80.0) -> torch.Tensor:
+    """log_softmax (N, V) in float32 with every logit raised to at least the row's
+    largest minus `floor`. A token e^-80 times less likely than the top one weighs
+    nothing, but on a CPU `exp` of an input below about -87 (a denormal result)
+    takes a slow path: over a 49k vocabulary most logits are that far down, and
+    the floor makes a softmax and its backward several times faster."""
+    logits = logits.float()
+    top = logits.detach().amax(-1, keepdim=True)
+    return torch.log_softmax(torch.maximum(logits, top - floor), dim=-1)
 
 
 def masked_nll(logits: torch.Tensor, labels: torch.Tensor, per_row: bool = False) -> torch.Tensor:

@@ -47,10 +47,10 @@ import torch
 
 from .chat import chat_prompt, end_of_turn
 from .delta import Delta
-from .hooks import SplitRunner
-from .losses import row_nll
+from .hooks import MLPTop, SplitRunner
+from .losses import floored_log_softmax, row_mean
 from .models import ModelSpec
-from .routing import guess_subject
+from .routing import subject_of
 from .tokens import encode_pairs, encode_prompts, end_of_text_ids, join_answer
 
 
@@ -195,7 +195,7 @@ def refit(
     more: Sequence[tuple[str, str, tuple[str, ...], str]] = (),
 ) -> RefitResult:
     """`delta` plus a fitted correction; `model` must hold the base weights of `spec`'s params.
-    `subject` is the edit's subject (empty: guessed from the prompt, `guess_subject`);
+    `subject` is the edit's subject (empty: guessed from the prompt, `subject_of`);
     `more` holds further (prompt, target, rephrasings, subject) of the same edit (a batch edit)."""
     forms, answers, past, about = [], [], [], []
     for p, t, reph, *subj in [(prompt, target, tuple(rephrasings), subject), *more]:
@@ -205,7 +205,7 @@ def refit(
         if config.keep:
             own = [p, chat_prompt(tokenizer, p)] if config.chat else [p]
             past += [f + join_answer(f, t) for f in own]
-        name = (subj[0] if subj else "") or guess_subject(p)
+        name = subject_of(p, subj[0] if subj else "")
         if config.subject_questions and name:
             qs = [q.format(name) for q in SUBJECT_QUESTIONS[: config.subject_questions]]
             about += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
@@ -222,13 +222,6 @@ def refit(
     cut = runner.bottom(batch.input_ids, batch.attention_mask, overrides=below)
     mask = batch.answer_mask
     rows, labels = mask.nonzero()[:, 0], batch.labels[mask]
-    anchors = []  # (anchor, weight, whether the refit must restore its argmax before it stops)
-    if past:
-        cont = _base_continuations(model, tokenizer, past, config.keep, past_eos=True)
-        anchors.append((_Anchor(runner, cont, below, eos=end_of_text_ids(model, tokenizer)), config.keep_weight, False))
-    if about:
-        cont = _base_continuations(model, tokenizer, list(dict.fromkeys(about)), config.subject_tokens, past_eos=False)
-        anchors.append((_Anchor(runner, cont, below), config.subject_weight, True))
     gen = torch.Generator().manual_seed(config.seed)
     corr = {}
     for p in fitted:
@@ -248,15 +241,24 @@ def refit(
             out[p] = acc.to(w.dtype)
         return out
 
+    start = weights(False)  # the corrections start at zero
+    top = MLPTop(runner, cut, mask, fitted, start)
+    anchors = []  # (anchor, weight, whether the refit must restore its argmax before it stops)
+    if past:
+        cont = _base_continuations(model, tokenizer, past, config.keep, past_eos=True)
+        anchors.append((_Anchor(runner, cont, below, fitted, start, eos=end_of_text_ids(model, tokenizer)), config.keep_weight, False))
+    if about:
+        cont = _base_continuations(model, tokenizer, list(dict.fromkeys(about)), config.subject_tokens, past_eos=False)
+        anchors.append((_Anchor(runner, cont, below, fitted, start), config.subject_weight, True))
+
     steps, took, kept = 0, False, True
     for steps in range(config.steps + 1):
         with torch.enable_grad():
             w = weights(True)
-            h, _ = runner.top(cut, overrides=w)
-            logits = runner.logits(h, mask)
-            logp = torch.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None])[:, 0]
+            logits = top(w)
+            logp = floored_log_softmax(logits).gather(1, labels[:, None])[:, 0]
             took = bool((logits.argmax(-1) == labels).all()) and float(logp.detach().min().exp()) >= config.min_prob
-            loss = row_nll(logits, labels, rows, len(forms)).mean()
+            loss = row_mean(-logp, rows, len(forms)).mean()
             kept = True
             for anchor, weight, must_agree in anchors:
                 divergence, agrees = anchor(w)
@@ -290,9 +292,14 @@ class _Anchor:
     model's from them, and whether the fitted model's argmax still agrees."""
 
     def __init__(
-        self, runner: SplitRunner, pairs: list[tuple[list[int], list[int]]], below: dict[str, torch.Tensor], eos: set[int] = frozenset()
+        self,
+        runner: SplitRunner,
+        pairs: list[tuple[list[int], list[int]]],
+        below: dict[str, torch.Tensor],
+        fitted: list[str],
+        start: dict[str, torch.Tensor],
+        eos: set[int] = frozenset(),
     ):
-        self.runner = runner
         width = max(len(p) + len(c) for p, c in pairs)
         ids = torch.zeros((len(pairs), width), dtype=torch.long)
         attention = torch.zeros_like(ids)
@@ -303,25 +310,27 @@ class _Anchor:
             attention[i, : len(row)] = 1
             mask[i, len(p) - 1 : len(row) - 1] = True  # the positions that predict the continuation
         device = runner.model.device
-        self.mask = mask.to(device)
-        self.cut = runner.bottom(ids.to(device), attention.to(device), overrides=below)
+        mask = mask.to(device)
+        ids, attention = ids.to(device), attention.to(device)
+        cut = runner.bottom(ids, attention, overrides=below)
+        self.top = MLPTop(runner, cut, mask, fitted, start)
         self.eos = sorted(eos)
         with torch.no_grad():  # the base model's distributions: the edit's delta left out everywhere
-            h, _ = runner.top(runner.bottom(ids.to(device), attention.to(device)))
-            self.reference = self._log_probs(runner.logits(h, self.mask))
+            plain = cut if not below else runner.bottom(ids, attention)
+            self.reference = self._log_probs(MLPTop(runner, plain, mask, [], None)())
+        self.probs = self.reference.exp()  # once: KL(base || fitted) = sum p_base (log p_base - log p_fitted)
         self.argmax = self.reference.argmax(-1)
 
     def _log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float().clone()
         if self.eos:
-            logits[:, self.eos] = -1e4  # out of the distribution, but finite (no NaN in the gradient)
-        return torch.log_softmax(logits, dim=-1)
+            logits = logits.float().clone()
+            logits[:, self.eos] = -1e4  # out of the distribution (the floor lifts it to e^-80 of the top)
+        return floored_log_softmax(logits)
 
     def __call__(self, overrides: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
-        h, _ = self.runner.top(self.cut, overrides=overrides)
-        logp = self._log_probs(self.runner.logits(h, self.mask))
+        logp = self._log_probs(self.top(overrides))
         agrees = bool((logp.detach().argmax(-1) == self.argmax).all())
-        return torch.nn.functional.kl_div(logp, self.reference, log_target=True, reduction="batchmean"), agrees
+        return (self.probs * (self.reference - logp)).sum() / logp.shape[0], agrees
 
 
 @torch.inference_mode()

@@ -151,6 +151,11 @@ def guess_subject(question: str) -> str:
     return " ".join(best)
 
 
+def subject_of(prompt: str, subject: str = "") -> str:
+    """An edit's subject: as given with it, else guessed from its prompt (`guess_subject`)."""
+    return subject.strip() or guess_subject(prompt)
+
+
 @dataclass(frozen=True)
 class Key:
     """One question an edit is keyed on, and the subject a question must name to reach it."""

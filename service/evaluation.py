@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from editor_core import metrics
 from editor_core.chat import chat_prompt
 from editor_core.records import EditRecord
-from editor_core.routing import guess_subject
+from editor_core.routing import subject_of
 
 from .probes import PROBES
 from .state import Snapshot
@@ -130,7 +130,7 @@ def measure(pre: Snapshot, post: Snapshot, tokenizer, records: list[EditRecord],
     out["probe_locality_generation"] = {"before": 100.0, "after": metrics.summarize(same), "n": len(probes)}
 
     # other questions about each record's subject, where a routed edit also runs
-    about = [(q, r.target_new) for r in records for q in metrics.subject_probes(r.subject or guess_subject(r.prompt))]
+    about = [(q, r.target_new) for r in records for q in metrics.subject_probes(subject_of(r.prompt, r.subject))]
     qs = [q for q, _ in about]
     prompts = [chat_prompt(tokenizer, q) for q in qs]
     said = {when: answers(snap, qs, prompts) if qs else [] for when, snap in (("before", pre), ("after", post))}
