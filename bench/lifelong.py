@@ -81,6 +81,8 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "generalization_contains": r["generalization_contains"],
             "subject_locality": r.get("subject_locality"),
             "subject_hijack": r.get("subject_hijack"),
+            "relation_locality": r.get("relation_locality"),
+            "relation_hijack": r.get("relation_hijack"),
             "perplexity_ratio": res["perplexity_ratio"],
             "norm_ratio_max": res["norm_ratio_max"],
             "seconds_instant": res["seconds_instant"],
@@ -88,6 +90,7 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "refit": res.get("refit"),
             "router": res.get("router"),
             "examples": res["examples"] if fmt == "plain" else res.get("subject_examples"),
+            **({"relation_examples": res.get("relation_examples")} if fmt == "chat" else {}),
         },
     }
 
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model, tok = load_model(args.model)
     records = edit_records(args.split, max(checkpoints + [args.single]))
-    probes = lifelong.Probes(records, capability_questions())
+    probes = lifelong.Probes(records, capability_questions(), relation=lifelong.other_relations(records))
     router = RouterConfig(threshold=args.threshold)
     fields = [f.name for f in dataclasses.fields(RefitConfig)]
     overrides = {}
@@ -192,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
             f"loc {f(p['locality'])} ret {f(p['retention_first10pct'])} | chat rel {f(c['reliability'])} "
             f"gen {f(c['generalization'])} loc {f(c['locality'])} | flu {f(res['fluency_ratio'], '.2f')} "
             f"cap {f(p['capability'])} subj {f(p.get('subject_locality'))}/{f(c.get('subject_locality'))} "
-            f"hijack {f(p.get('subject_hijack'))}/{f(c.get('subject_hijack'))} s/edit {f(res['seconds_per_edit'], '.2f')}",
+            f"hijack {f(p.get('subject_hijack'))}/{f(c.get('subject_hijack'))} "
+            f"relation {f(p.get('relation_locality'))}/{f(c.get('relation_locality'))} "
+            f"hijack {f(p.get('relation_hijack'))}/{f(c.get('relation_hijack'))} s/edit {f(res['seconds_per_edit'], '.2f')}",
             flush=True,
         )
 
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.single and (name, 1, args.split) not in have:
             singles = []
             for i in range(args.single):  # N = 1: each record alone, from the unedited weights
-                one = lifelong.Probes([records[i]], probes.capability[:0], n_fluency=1)
+                one = lifelong.Probes([records[i]], probes.capability[:0], n_fluency=1, relation=probes.relation)
                 singles += lifelong.run(model, tok, method_spec(method, model), method, one, [1], reference=reference, cache=cache_of(name))
             save(average(singles, name))
         if todo:
@@ -274,8 +279,8 @@ def write_table(done: dict, path: Path) -> None:
         f"# Lifelong editing, {done['model']}: all N edits measured at the end, by greedy generation (%)",
         "",
         "| split | method | N | format | Rel | Gen | Loc | first 10 % | fluency x | capability Δ | subject Loc / hijack "
-        "| TF Rel/Gen/Loc | s/edit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| relation Loc / hijack | TF Rel/Gen/Loc | s/edit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(done["rows"], key=lambda r: (r["extra"]["split"], r["method"], r["n_edits"], r["prompt_format"])):
         tf = r.get("teacher_forced") or {}
@@ -284,6 +289,7 @@ def write_table(done: dict, path: Path) -> None:
             f"{f(r['generalization'])} | {f(r['locality'])} | {f(r['retention_first10pct'])} | "
             f"{f(r['fluency_ratio'], 2)} | {f(r['capability_delta'])} | "
             f"{f(r['extra'].get('subject_locality'))} / {f(r['extra'].get('subject_hijack'))} | "
+            f"{f(r['extra'].get('relation_locality'))} / {f(r['extra'].get('relation_hijack'))} | "
             f"{f(tf.get('reliability'))}/{f(tf.get('generalization'))}/{f(tf.get('locality'))} | {r['seconds_per_edit']:.2f} |"
         )
     path.write_text("\n".join(lines) + "\n")

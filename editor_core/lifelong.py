@@ -44,6 +44,8 @@ import torch
 
 from . import metrics
 from .chat import chat_prompt
+from .data.common import normalize
+from .data.files import load_dataset
 from .data.splits import load_task_split
 from .delta import Delta, base_weights, load_weights, materialize
 from .records import EditRecord
@@ -85,6 +87,21 @@ def lifelong_records(split: str, n: int, *, strict: bool = True) -> list[EditRec
     if len(out) < n and strict:
         raise ValueError(f"only {len(out)} usable records in split {split!r}; asked for {n}")
     return out[:n]
+
+
+def other_relations(records: Sequence[EditRecord]) -> dict[str, str]:
+    """Record prompt -> a question about the same subject and another relation
+    ("The taxon rank of Ramalinaceae is" for "Which family does Ramalinaceae belong
+    to?"): KnowEdit's Relation_Specificity probes. Only ZsRE records get one here:
+    KnowEdit's ZsRE-test-all shares its facts with the ZsRE hold-out file
+    (`editor_core.data.splits`), matched by normalized prompt."""
+    known: dict[str, str] = {}
+    for r in load_dataset("knowedit_zsre_test_all"):
+        kinds = r.extra.get("locality_kinds", ())
+        same_subject = [p.prompt for p, kind in zip(r.locality, kinds) if kind == "Relation_Specificity"]
+        if same_subject:
+            known.setdefault(normalize(r.prompt), same_subject[0])
+    return {r.prompt: known[normalize(r.prompt)] for r in records if r.task == "zsre" and normalize(r.prompt) in known}
 
 
 def capability_questions(n: int = 60) -> list[str]:
@@ -372,6 +389,7 @@ class Probes:
     records: list[EditRecord]
     capability: list[str]  # unrelated questions (never edited)
     n_fluency: int = 50  # fluency is measured on the prompts of the first edits
+    relation: dict[str, str] = field(default_factory=dict)  # record prompt -> another relation of its subject
 
     def sets(self, tok, n: int) -> dict[str, tuple[list[str], list[str], list[str]]]:
         """name -> (routing questions, prompts, answers) for the first n records."""
@@ -390,7 +408,8 @@ class Probes:
             # another question about each edit's subject (one of metrics.SUBJECT_PROBES per edit, in turn)
             about = [(metrics.subject_probes(s)[i % len(metrics.SUBJECT_PROBES)], r.target_new) for i, r, s in names if s]
             subj = [(q, ask(q), t) for q, t in about]
-            for name, rows in (("rel", rel), ("gen", gen), ("loc", loc), ("cap", cap), ("subj", subj)):
+            other = [(q, ask(q), r.target_new) for r in recs if (q := self.relation.get(r.prompt))]
+            for name, rows in (("rel", rel), ("gen", gen), ("loc", loc), ("cap", cap), ("subj", subj), ("other", other)):
                 out[f"{name}/{fmt}"] = ([q for q, _, _ in rows], [p for _, p, _ in rows], [a for _, _, a in rows])
         return out
 
@@ -402,7 +421,7 @@ def measure(
     caches the unedited model's answers (filled on first use, with the base weights)."""
     sets = probes.sets(tok, n)
     answers = {name: answer(model, tok, holding, q, p, max_new_tokens) for name, (q, p, _) in sets.items()}
-    for name in ("loc/plain", "loc/chat", "cap/plain", "cap/chat", "subj/plain", "subj/chat"):
+    for name in ("loc/plain", "loc/chat", "cap/plain", "cap/chat", "subj/plain", "subj/chat", "other/plain", "other/chat"):
         q, p, _ = sets[name]
         have = reference.setdefault(name, {})
         todo = [x for x in p if x not in have]
@@ -425,6 +444,12 @@ def measure(
         subj = [float(g == u) for g, u in zip(answers[f"subj/{fmt}"], unedited)]
         # hijacked: the answer is the edit's target (it begins with it), where the unedited one was not
         hijack = [metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(u, t)) for g, u, t in zip(answers[f"subj/{fmt}"], unedited, st)]
+        oq, op, ot = sets[f"other/{fmt}"]
+        other_unedited = [reference[f"other/{fmt}"][p] for p in op]
+        other = [float(g == u) for g, u in zip(answers[f"other/{fmt}"], other_unedited)]
+        other_hijack = [
+            metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(u, t)) for g, u, t in zip(answers[f"other/{fmt}"], other_unedited, ot)
+        ]
         first = max(1, n // 10)
         res[fmt] = {
             "reliability": metrics.summarize(rel),
@@ -435,6 +460,9 @@ def measure(
             # another question about the edited subject: answered as unedited, or with the edit's target
             "subject_locality": metrics.summarize(subj),
             "subject_hijack": metrics.summarize(hijack),
+            # the same subject, another relation (KnowEdit's Relation_Specificity; ZsRE records only)
+            "relation_locality": metrics.summarize(other),
+            "relation_hijack": metrics.summarize(other_hijack),
             "reliability_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"rel/{fmt}"], ra)]),
             "generalization_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"gen/{fmt}"], ga)]),
         }
@@ -445,6 +473,10 @@ def measure(
     res["subject_examples"] = [
         {"question": q, "target": t, "unedited": reference["subj/chat"][p], "chat": g}
         for q, p, t, g in list(zip(*sets["subj/chat"], answers["subj/chat"]))[:8]
+    ]
+    res["relation_examples"] = [
+        {"question": q, "target": t, "unedited": reference["other/chat"][p], "chat": g}
+        for q, p, t, g in list(zip(*sets["other/chat"], answers["other/chat"]))[:8]
     ]
     if teacher_forcing:
         rq, rp, ra = sets["rel/plain"]

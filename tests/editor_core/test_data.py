@@ -249,3 +249,14 @@ def test_records_are_frozen(loaded):
     r = loaded["counterfact_val"][0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.prompt = "x"  # type: ignore[misc]
+
+
+def test_other_relations_ask_about_the_same_subject():
+    from editor_core.lifelong import lifelong_records, other_relations
+
+    records = lifelong_records("test", 100)
+    other = other_relations(records)
+    assert len(other) >= 20  # KnowEdit's Relation_Specificity probes of the ZsRE hold-out records
+    for r in records:
+        if r.prompt in other:
+            assert r.task == "zsre" and r.subject.lower() in other[r.prompt].lower() and other[r.prompt] != r.prompt

@@ -182,12 +182,13 @@ def test_lifelong_routed_keeps_unrelated_answers_and_summed_moves_them():
         )
         for i in range(4)
     ]
-    probes = Probes(records, ["What is the capital of France?"], n_fluency=2)
+    probes = Probes(records, ["What is the capital of France?"], n_fluency=2, relation={records[0].prompt: "Person0 Smith0 works as"})
     cfg = RefitConfig(lr=3e-2, steps=60, rank=8, min_prob=0.0, variants=0)  # the tiny model: no margin (its logits are flat)
     routed = run(model, tok, spec, Method("refit/routed", None, "routed", cfg), probes, [4])[0]
     assert routed["plain"]["locality"] == 100.0 and routed["chat"]["locality"] == 100.0
     assert routed["plain"]["capability"] == 100.0
     assert routed["plain"]["reliability"] == 100.0 and routed["chat"]["reliability"] == 100.0  # every refit took
+    assert routed["plain"]["relation_locality"] in (0.0, 100.0) and routed["plain"]["relation_hijack"] in (0.0, 100.0)
     summed = run(model, tok, spec, Method("refit/summed", None, "summed", cfg), probes, [4])[0]
     # the same four refits added into shared weights move what the routed memory leaves alone
     assert summed["plain"]["locality"] < 100.0 or summed["plain"]["capability"] < 100.0, summed["plain"]
