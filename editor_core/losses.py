@@ -20,17 +20,6 @@ def row_mean(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Ten
     return total / count.clamp(min=1)
 
 
-def floored_log_softmax(logits: torch.Tensor, floor: float = 80.0) -> torch.Tensor:
-    """log_softmax (N, V) in float32 with every logit raised to at least the row's
-    largest minus `floor`. A token e^-80 times less likely than the top one weighs
-    nothing, but on a CPU `exp` of an input below about -87 (a denormal result)
-    takes a slow path: over a 49k vocabulary most logits are that far down, and
-    the floor makes a softmax and its backward several times faster."""
-    logits = logits.float()
-    top = logits.detach().amax(-1, keepdim=True)
-    return torch.log_softmax(torch.maximum(logits, top - floor), dim=-1)
-
-
 def masked_nll(logits: torch.Tensor, labels: torch.Tensor, per_row: bool = False) -> torch.Tensor:
     """Mean negative log-likelihood of the labelled (answer) tokens of full
     logits (B, T, V): over all of them, or per row (B,)."""

@@ -48,7 +48,7 @@ import torch
 from .chat import chat_prompt, end_of_turn
 from .delta import Delta
 from .hooks import MLPTop, SplitRunner
-from .losses import floored_log_softmax, row_mean
+from .losses import row_mean
 from .models import ModelSpec
 from .routing import subject_of
 from .tokens import encode_pairs, encode_prompts, end_of_text_ids, join_answer
@@ -256,7 +256,7 @@ def refit(
         with torch.enable_grad():
             w = weights(True)
             logits = top(w)
-            logp = floored_log_softmax(logits).gather(1, labels[:, None])[:, 0]
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None])[:, 0]
             took = bool((logits.argmax(-1) == labels).all()) and float(logp.detach().min().exp()) >= config.min_prob
             loss = row_mean(-logp, rows, len(forms)).mean()
             kept = True
@@ -322,10 +322,11 @@ class _Anchor:
         self.argmax = self.reference.argmax(-1)
 
     def _log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
         if self.eos:
-            logits = logits.float().clone()
-            logits[:, self.eos] = -1e4  # out of the distribution (the floor lifts it to e^-80 of the top)
-        return floored_log_softmax(logits)
+            logits = logits.clone()
+            logits[:, self.eos] = -1e4  # out of the distribution, but finite (no NaN in the gradient)
+        return torch.log_softmax(logits, dim=-1)
 
     def __call__(self, overrides: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
         logp = self._log_probs(self.top(overrides))
