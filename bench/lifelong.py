@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             f"cap {f(p['capability'])} subj {f(p.get('subject_locality'))}/{f(c.get('subject_locality'))} "
             f"hijack {f(p.get('subject_hijack'))}/{f(c.get('subject_hijack'))} "
             f"relation {f(p.get('relation_locality'))}/{f(c.get('relation_locality'))} "
-            f"hijack {f(p.get('relation_hijack'))}/{f(c.get('relation_hijack'))} s/edit {f(res['seconds_per_edit'], '.2f')}",
+            f"relation hijack {f(p.get('relation_hijack'))}/{f(c.get('relation_hijack'))} s/edit {f(res['seconds_per_edit'], '.2f')}",
             flush=True,
         )
 

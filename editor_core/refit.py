@@ -317,7 +317,7 @@ class _Anchor:
         self.eos = sorted(eos)
         with torch.no_grad():  # the base model's distributions: the edit's delta left out everywhere
             plain = cut if not below else runner.bottom(ids, attention)
-            self.reference = self._log_probs(MLPTop(runner, plain, mask, [], None)())
+            self.reference = self._log_probs(runner.logits(runner.top(plain)[0], mask))
         self.probs = self.reference.exp()  # once: KL(base || fitted) = sum p_base (log p_base - log p_fitted)
         self.argmax = self.reference.argmax(-1)
 

@@ -22,7 +22,7 @@ def _case(model, tok, n_fitted: int):
     return runner, cut, batch.answer_mask, fitted, start
 
 
-@pytest.mark.parametrize("n_fitted", [1, 2, 4])
+@pytest.mark.parametrize("n_fitted", [1, 2, 4, 5, 7])  # the first fitted block: the last or not, one or more fitted
 def test_mlp_top_gives_the_whole_tops_logits_and_gradients(tiny_llama, n_fitted):
     model, tok = tiny_llama
     runner, cut, mask, fitted, start = _case(model, tok, n_fitted)
