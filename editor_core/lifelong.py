@@ -414,6 +414,16 @@ class Probes:
         return out
 
 
+def _kept_or_hijacked(probe_set, answers: list[str], unedited: dict[str, str]) -> tuple[list[float], list[float]]:
+    """Per question of a (questions, prompts, targets) set: is the answer the unedited one,
+    and is it hijacked (it is the edit's target, where the unedited answer was not)?"""
+    _, prompts, targets = probe_set
+    before = [unedited[p] for p in prompts]
+    kept = [float(g == u) for g, u in zip(answers, before)]
+    hijacked = [metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(u, t)) for g, u, t in zip(answers, before, targets)]
+    return kept, hijacked
+
+
 def measure(
     model, tok, holding: Holding, probes: Probes, n: int, reference: dict, *, max_new_tokens: int = 32, teacher_forcing: bool = True
 ) -> dict:
@@ -439,17 +449,8 @@ def measure(
         loc = [float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(answers[f"loc/{fmt}"], lp)]
         cq, cp, _ = sets[f"cap/{fmt}"]
         cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], cp)]
-        sq, sp, st = sets[f"subj/{fmt}"]
-        unedited = [reference[f"subj/{fmt}"][p] for p in sp]
-        subj = [float(g == u) for g, u in zip(answers[f"subj/{fmt}"], unedited)]
-        # hijacked: the answer is the edit's target (it begins with it), where the unedited one was not
-        hijack = [metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(u, t)) for g, u, t in zip(answers[f"subj/{fmt}"], unedited, st)]
-        oq, op, ot = sets[f"other/{fmt}"]
-        other_unedited = [reference[f"other/{fmt}"][p] for p in op]
-        other = [float(g == u) for g, u in zip(answers[f"other/{fmt}"], other_unedited)]
-        other_hijack = [
-            metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(u, t)) for g, u, t in zip(answers[f"other/{fmt}"], other_unedited, ot)
-        ]
+        subj, hijack = _kept_or_hijacked(sets[f"subj/{fmt}"], answers[f"subj/{fmt}"], reference[f"subj/{fmt}"])
+        other, other_hijack = _kept_or_hijacked(sets[f"other/{fmt}"], answers[f"other/{fmt}"], reference[f"other/{fmt}"])
         first = max(1, n // 10)
         res[fmt] = {
             "reliability": metrics.summarize(rel),
@@ -470,14 +471,11 @@ def measure(
         {"prompt": q, "target": a, "plain": g, "chat": c}
         for q, a, g, c in list(zip(sets["rel/plain"][0], sets["rel/plain"][2], answers["rel/plain"], answers["rel/chat"]))[:5]
     ]
-    res["subject_examples"] = [
-        {"question": q, "target": t, "unedited": reference["subj/chat"][p], "chat": g}
-        for q, p, t, g in list(zip(*sets["subj/chat"], answers["subj/chat"]))[:8]
-    ]
-    res["relation_examples"] = [
-        {"question": q, "target": t, "unedited": reference["other/chat"][p], "chat": g}
-        for q, p, t, g in list(zip(*sets["other/chat"], answers["other/chat"]))[:8]
-    ]
+    for key, name in (("subject_examples", "subj/chat"), ("relation_examples", "other/chat")):
+        res[key] = [
+            {"question": q, "target": t, "unedited": reference[name][p], "chat": g}
+            for q, p, t, g in list(zip(*sets[name], answers[name]))[:8]
+        ]
     if teacher_forcing:
         rq, rp, ra = sets["rel/plain"]
         gq, gp, ga = sets["gen/plain"]

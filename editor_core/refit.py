@@ -198,14 +198,14 @@ def refit(
     `subject` is the edit's subject (empty: guessed from the prompt, `subject_of`);
     `more` holds further (prompt, target, rephrasings, subject) of the same edit (a batch edit)."""
     forms, answers, past, about = [], [], [], []
-    for p, t, reph, *subj in [(prompt, target, tuple(rephrasings), subject), *more]:
+    for p, t, reph, subj in [(prompt, target, tuple(rephrasings), subject), *more]:
         asked = question_forms(tokenizer, p, reph, chat=config.chat, n_variants=config.variants, seed=config.seed)
         forms += asked
         answers += [t + end_of_turn(tokenizer)] * len(asked)
         if config.keep:
             own = [p, chat_prompt(tokenizer, p)] if config.chat else [p]
             past += [f + join_answer(f, t) for f in own]
-        name = subject_of(p, subj[0] if subj else "")
+        name = subject_of(p, subj)
         if config.subject_questions and name:
             qs = [q.format(name) for q in SUBJECT_QUESTIONS[: config.subject_questions]]
             about += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
