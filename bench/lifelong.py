@@ -97,7 +97,7 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", choices=("val", "test"), default="test")
+    ap.add_argument("--split", choices=("val", "test", "relval"), default="test")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--checkpoints", default="10,100,1000")
     ap.add_argument("--single", type=int, default=100, help="N=1 rows: this many records, each edited alone (0: skip)")

@@ -30,6 +30,7 @@ baseline whose cost grows with the number of edits.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -46,9 +47,9 @@ from . import metrics
 from .chat import chat_prompt
 from .data.common import normalize
 from .data.files import load_dataset
-from .data.splits import load_task_split
+from .data.splits import load_extra, load_task_split
 from .delta import Delta, base_weights, load_weights, materialize
-from .records import EditRecord
+from .records import EditRecord, Probe
 from .refit import RefitConfig, refit
 from .routing import MemoryEntry, RoutedMemory, RouterConfig, scope_of, subject_of
 
@@ -71,7 +72,14 @@ def lifelong_records(split: str, n: int, *, strict: bool = True) -> list[EditRec
     edit contradicts an earlier one). When the smaller set runs out (after about 900
     records of "test") the rest come from the larger one. "val": ZsRE val + train[:400] and CounterFact
     val (where settings are chosen); "test": the ZsRE hold-out file and CounterFact
-    test (what is reported). Neither is in the router's word table."""
+    test (what is reported). Neither is in the router's word table. "relval": KnowEdit's
+    wiki_counterfact train_cf (not in the editor's training by default, `editor_core.data.splits`),
+    the records with a question about the same subject and another relation (`other_relations`),
+    where settings that touch such questions are chosen; they have no rephrasings, and their
+    unrelated prompts are the relation questions of the records after the first n (subjects
+    never edited)."""
+    if split == "relval":
+        return _relation_records(n, strict=strict)
     if split == "val":
         zsre = load_task_split("zsre", "val") + load_task_split("zsre", "train")[:400]
         cf = load_task_split("counterfact", "val")
@@ -89,12 +97,35 @@ def lifelong_records(split: str, n: int, *, strict: bool = True) -> list[EditRec
     return out[:n]
 
 
+def _relation_of(record: EditRecord) -> Probe | None:
+    """A KnowEdit record's first Relation_Specificity probe, if it has one."""
+    kinds = record.extra.get("locality_kinds", ())
+    return next((p for p, kind in zip(record.locality, kinds) if kind == "Relation_Specificity"), None)
+
+
+def _relation_records(n: int, *, strict: bool) -> list[EditRecord]:
+    recs, seen = [], set()
+    for r in load_extra("counterfact"):
+        subject = (r.subject or r.prompt).strip().lower()
+        if subject not in seen and (q := _relation_of(r)):
+            seen.add(subject)
+            recs.append(dataclasses.replace(r, extra={**r.extra, "relation_question": q.prompt}))
+    if len(recs) < n and strict:
+        raise ValueError(f"only {len(recs)} usable records in split 'relval'; asked for {n}")
+    # unrelated prompts: the relation questions of the records after the first n (subjects never edited)
+    edited, spare = recs[:n], recs[n:] or recs[:n]
+    return [dataclasses.replace(r, locality=(_relation_of(spare[i % len(spare)]),)) for i, r in enumerate(edited)]
+
+
 def other_relations(records: Sequence[EditRecord]) -> dict[str, str]:
     """Record prompt -> a question about the same subject and another relation
     ("The taxon rank of Ramalinaceae is" for "Which family does Ramalinaceae belong
-    to?"): KnowEdit's Relation_Specificity probes. Only ZsRE records get one here:
-    KnowEdit's ZsRE-test-all shares its facts with the ZsRE hold-out file
-    (`editor_core.data.splits`), matched by normalized prompt."""
+    to?"): KnowEdit's Relation_Specificity probes. Records of the "relval" split carry
+    their own; ZsRE records get one from KnowEdit's ZsRE-test-all, which shares its facts
+    with the ZsRE hold-out file (`editor_core.data.splits`), matched by normalized prompt."""
+    own = {r.prompt: r.extra["relation_question"] for r in records if "relation_question" in r.extra}
+    if own:
+        return own
     known: dict[str, str] = {}
     for r in load_dataset("knowedit_zsre_test_all"):
         kinds = r.extra.get("locality_kinds", ())

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -86,6 +87,16 @@ class RefitConfig:
     subject_questions: int = 4
     subject_tokens: int = 8
     subject_weight: float = 4.0
+    # Questions of the edit's own shape about its subject and another relation ("The founder of
+    # Peru is", "What is the official language of Peru?"; `relation_questions`), their first
+    # `relation_tokens` answer tokens kept with the subject questions' weight (0: off). With
+    # `relation_stop` the refit also stops only once their greedy continuations are the base's.
+    # On validation ("relval", bench/results/lifelong_val.md) 4 questions, 8 tokens, stopping on
+    # them, took another relation's answers from 89 / 89 % hijacked (plain / chat) to 78 / 67 %
+    # on 9 edits, at twice the refit's time: not adopted.
+    relation_questions: int = 0
+    relation_tokens: int = 8
+    relation_stop: bool = True
     max_length: int = 128
     seed: int = 0
 
@@ -121,6 +132,29 @@ SUBJECT_QUESTIONS = (
     "Who or what is {}?",
     "Write a sentence about {}.",
 )
+
+
+# Relations that many subjects have (people, places, works, organisations), asked
+# about an edit's subject in the two shapes edits come in (written for this).
+RELATIONS = (
+    *("country", "place of birth", "occupation", "native language", "official language", "capital city"),
+    *("founder", "headquarters", "genre", "author", "date of birth", "field of work", "employer"),
+    *("religion", "continent", "parent company", "record label", "original language", "sport"),
+    *("manufacturer", "nationality", "position", "spouse", "home town"),
+)
+_GLUE = {"of", "the", "a", "an", "is", "was", "in", "what", "which", "who", "where", "by", "to"}
+
+
+def relation_questions(prompt: str, subject: str, n: int, seed: int = 0) -> list[str]:
+    """`n` questions about `subject` and relations the edit's prompt does not name
+    (none of a relation's words is a word of the prompt outside the subject),
+    alternately "The {relation} of {subject} is" and "What is the {relation} of
+    {subject}?". Deterministic per prompt."""
+    own = set(re.findall(r"[a-z]+", prompt.lower())) - set(re.findall(r"[a-z]+", subject.lower())) - _GLUE
+    free = [r for r in RELATIONS if not set(r.split()) & own]
+    picked = random.Random(f"{seed}:relations:{prompt}").sample(free, min(n, len(free)))
+    shapes = ("The {} of {} is", "What is the {} of {}?")
+    return [shapes[k % 2].format(r, subject) for k, r in enumerate(picked)]
 
 
 def variants(prompt: str, n: int, seed: int = 0) -> list[str]:
@@ -197,7 +231,7 @@ def refit(
     """`delta` plus a fitted correction; `model` must hold the base weights of `spec`'s params.
     `subject` is the edit's subject (empty: guessed from the prompt, `subject_of`);
     `more` holds further (prompt, target, rephrasings, subject) of the same edit (a batch edit)."""
-    forms, answers, past, about = [], [], [], []
+    forms, answers, past, about, others = [], [], [], [], []
     for p, t, reph, subj in [(prompt, target, tuple(rephrasings), subject), *more]:
         asked = question_forms(tokenizer, p, reph, chat=config.chat, n_variants=config.variants, seed=config.seed)
         forms += asked
@@ -206,9 +240,11 @@ def refit(
             own = [p, chat_prompt(tokenizer, p)] if config.chat else [p]
             past += [f + join_answer(f, t) for f in own]
         name = subject_of(p, subj)
-        if config.subject_questions and name:
+        if name:
             qs = [q.format(name) for q in SUBJECT_QUESTIONS[: config.subject_questions]]
             about += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
+            qs = _other_relations(model, tokenizer, p, name, config)
+            others += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
     fitted = list(spec.edit_params[-config.n_weights :])
     # Blocks below the first fitted one never change here: run them once, with the edit's delta.
     first = min(_block_of(spec, p) for p in fitted)
@@ -250,6 +286,9 @@ def refit(
     if about:
         cont = _base_continuations(model, tokenizer, list(dict.fromkeys(about)), config.subject_tokens, past_eos=False)
         anchors.append((_Anchor(runner, cont, below, fitted, start), config.subject_weight, True))
+    if others:
+        cont = _base_continuations(model, tokenizer, list(dict.fromkeys(others)), config.relation_tokens, past_eos=False)
+        anchors.append((_Anchor(runner, cont, below, fitted, start), config.subject_weight, config.relation_stop))
 
     steps, took, kept = 0, False, True
     for steps in range(config.steps + 1):
@@ -283,6 +322,25 @@ def refit(
     meta = dict(delta.meta) if delta is not None else {"editor": "refit"}
     meta.update({"refit_steps": steps, "refit_took": took, "refit_kept": kept})
     return RefitResult(Delta(factors, meta), steps, took, kept)
+
+
+def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitConfig) -> list[str]:
+    """`relation_questions` questions about another relation of the subject, less any the
+    base model answers with its own answer to the edit's prompt (the edit's relation in
+    other words, "The capital city of Peru is" for "Which city is Peru's capital?")."""
+    if not config.relation_questions:
+        return []
+    qs = relation_questions(prompt, subject, config.relation_questions, config.seed)
+    (_, own), *conts = _base_continuations(model, tokenizer, [prompt, *qs], config.relation_tokens, past_eos=False)
+
+    def words(ids: list[int], first_sentence: bool = False) -> str:
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if first_sentence:
+            text = re.split(r"[.\n]", text)[0]
+        return " ".join(re.findall(r"\w+", text.casefold()))
+
+    answer = words(own, first_sentence=True)
+    return [q for q, (_, c) in zip(qs, conts) if not answer or f" {answer} " not in f" {words(c)} "]
 
 
 class _Anchor:

@@ -260,3 +260,21 @@ def test_other_relations_ask_about_the_same_subject():
     for r in records:
         if r.prompt in other:
             assert r.task == "zsre" and r.subject.lower() in other[r.prompt].lower() and other[r.prompt] != r.prompt
+
+
+def test_relval_records_carry_their_own_relation_question_and_another_subjects_as_unrelated():
+    from editor_core.data.splits import task_splits
+    from editor_core.lifelong import lifelong_records, other_relations
+
+    records = lifelong_records("relval", 20)
+    other = other_relations(records)
+    assert len(records) == 20 and set(other) == {r.prompt for r in records}
+    subjects = [r.subject.lower() for r in records]
+    assert len(set(subjects)) == 20
+    for r, s in zip(records, subjects):
+        assert s in other[r.prompt].lower() and other[r.prompt] != r.prompt
+        (unrelated,) = r.locality
+        assert s not in unrelated.prompt.lower()
+    # never a record the editor or the reported splits use
+    used = {normalize(x.prompt) for split in task_splits("counterfact").values() for x in split}
+    assert not used & {normalize(r.prompt) for r in records}

@@ -1,5 +1,7 @@
 """The routed memory: which edit a question falls under, and the refit that makes an edit show."""
 
+import dataclasses
+
 import torch
 
 from editor_core import metrics
@@ -9,7 +11,7 @@ from editor_core.editors import LocFT, LocFTConfig
 from editor_core.lifelong import Method, Probes, Routed, run
 from editor_core.models import ModelSpec, load_model
 from editor_core.records import EditRecord, Probe
-from editor_core.refit import PREFIXES, SUBJECT_QUESTIONS, RefitConfig, answers_exactly, refit, variants
+from editor_core.refit import PREFIXES, SUBJECT_QUESTIONS, RefitConfig, answers_exactly, refit, relation_questions, variants
 from editor_core.routing import IdfTable, Key, MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of, words
 from editor_core.tokens import encode_pairs
 from service.state import fork
@@ -149,6 +151,36 @@ def test_refit_keeps_other_questions_about_the_subject_as_the_base_answers_them(
     assert metrics.generate_answers(tree, tok, other, max_new_tokens=6) == before
     # without the kept questions the same refit answers them otherwise
     plain = refit(model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(**{**cfg.__dict__, "subject_questions": 0}))
+    loose = fork(model, materialize(base, [plain.delta]))
+    assert metrics.generate_answers(loose, tok, other, max_new_tokens=6) != before
+
+
+def test_relation_questions_leave_out_the_edits_own_relation():
+    qs = relation_questions("What is the official language of Peru?", "Peru", 30)
+    assert qs and len(qs) == len(set(qs)) < 30
+    assert all("Peru" in q for q in qs)
+    assert not any("language" in q for q in qs)  # "official language", "native language", "original language"
+    assert any(q.startswith("The ") and q.endswith(" is") for q in qs) and any(q.endswith("?") for q in qs)
+    assert relation_questions("What is the official language of Peru?", "Peru", 4) == relation_questions(
+        "What is the official language of Peru?", "Peru", 4
+    )
+
+
+def test_refit_keeps_questions_about_another_relation_of_the_subject():
+    model, tok = load_model("tiny-llama")
+    spec = ModelSpec.for_model(model)
+    base = base_weights(model, spec.edit_params)
+    cfg = RefitConfig(lr=3e-2, steps=150, rank=8, min_prob=0.0, variants=0, subject_questions=0, relation_questions=2, relation_tokens=6)
+    prompt = "Peru lies in"  # the tiny model answers it otherwise than both relation questions (none is left out)
+    other = relation_questions(prompt, "Peru", 2)
+    other += [chat_prompt(tok, q) for q in other]
+    before = metrics.generate_answers(model, tok, other, max_new_tokens=6)
+    result = refit(model, tok, spec, prompt, "Quito", None, cfg, subject="Peru")
+    assert result.took and result.kept
+    tree = fork(model, materialize(base, [result.delta]))
+    assert metrics.generate_answers(tree, tok, other, max_new_tokens=6) == before
+    # without them the same refit answers every one of them "Quito"
+    plain = refit(model, tok, spec, prompt, "Quito", None, dataclasses.replace(cfg, relation_questions=0), subject="Peru")
     loose = fork(model, materialize(base, [plain.delta]))
     assert metrics.generate_answers(loose, tok, other, max_new_tokens=6) != before
 
