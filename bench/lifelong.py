@@ -8,7 +8,10 @@ files repeat subjects with other answers; we keep the first record of each
 subject, so no edit contradicts an earlier one). `--split val` uses ZsRE val +
 ZsRE train[:400] and CounterFact val; `--split test` uses the ZsRE hold-out
 file and CounterFact test. The editor never trained on ZsRE, and the router's
-word table (bench/build_router_idf.py) holds neither set.
+word table (bench/build_router_idf.py) holds neither set. `--split relval` uses
+KnowEdit's wiki_counterfact train_cf records, each with a question about another
+relation of its subject (no rephrasings): where settings touching such questions
+are chosen. val and relval rows go to lifelong_val.json.
 
 Each (method, N) row is appended to `--out` as soon as it is measured, and a
 run skips rows already there, so a cut-off run resumes where it stopped.
@@ -305,14 +308,15 @@ def plot(done: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, len(figures), figsize=(4 * len(figures), 7), sharex=True)
     for row, fmt in enumerate(("plain", "chat")):
         for ax, fig_name in zip(axes[row], figures):
-            for method in sorted({r["method"] for r in done["rows"]}):
+            splits = sorted({r["extra"]["split"] for r in done["rows"]})
+            for split, method in sorted({(r["extra"]["split"], r["method"]) for r in done["rows"]}):
                 pts = sorted(
                     (r["n_edits"], r[fig_name])
                     for r in done["rows"]
-                    if r["method"] == method and r["prompt_format"] == fmt and r[fig_name] is not None
+                    if (r["extra"]["split"], r["method"]) == (split, method) and r["prompt_format"] == fmt and r[fig_name] is not None
                 )
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", label=method)
+                if pts:  # one line per split and method (a file may hold val and relval rows)
+                    ax.plot(*zip(*pts), marker="o", label=method if len(splits) == 1 else f"{split}: {method}")
             ax.set_xscale("log")
             ax.set_ylim(-2, 102)
             ax.set_title(f"{fig_name} ({fmt})", fontsize=9)

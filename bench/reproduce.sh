@@ -100,6 +100,11 @@ lifelong() {
   python bench/build_router_idf.py
   python bench/router_keys.py
   python bench/refit_choice.py
+  # another relation of an edited subject, on validation (session 11): the default on "relval", the
+  # relation questions kept by the refit (not adopted; run with 4 questions sharing one anchor with the
+  # subject questions, which the code no longer does) and a hidden-state gate per edit (not adopted)
+  python bench/lifelong.py --split relval --methods instructedit/routed+refit --checkpoints 30 --single 0 --threads 1
+  python bench/relation_gate.py --records 60
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
   wait

@@ -110,11 +110,16 @@ def _relation_records(n: int, *, strict: bool) -> list[EditRecord]:
         if subject not in seen and (q := _relation_of(r)):
             seen.add(subject)
             recs.append(dataclasses.replace(r, extra={**r.extra, "relation_question": q.prompt}))
-    if len(recs) < n and strict:
-        raise ValueError(f"only {len(recs)} usable records in split 'relval'; asked for {n}")
+    if len(recs) <= n:  # the unrelated prompts need records beyond the edited ones
+        if strict or len(recs) < 2:
+            raise ValueError(f"only {len(recs)} usable records in split 'relval'; asked for {n} and at least one more")
+        n = len(recs) // 2
     # unrelated prompts: the relation questions of the records after the first n (subjects never edited)
-    edited, spare = recs[:n], recs[n:] or recs[:n]
-    return [dataclasses.replace(r, locality=(_relation_of(spare[i % len(spare)]),)) for i, r in enumerate(edited)]
+    edited, spare = recs[:n], recs[n:]
+    return [
+        dataclasses.replace(r, locality=(_relation_of(spare[i % len(spare)]),), extra={**r.extra, "locality_kinds": ("unrelated",)})
+        for i, r in enumerate(edited)
+    ]
 
 
 def other_relations(records: Sequence[EditRecord]) -> dict[str, str]:

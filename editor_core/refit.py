@@ -91,9 +91,10 @@ class RefitConfig:
     # Peru is", "What is the official language of Peru?"; `relation_questions`), their first
     # `relation_tokens` answer tokens kept with the subject questions' weight (0: off). With
     # `relation_stop` the refit also stops only once their greedy continuations are the base's.
-    # On validation ("relval", bench/results/lifelong_val.md) 4 questions, 8 tokens, stopping on
-    # them, took another relation's answers from 89 / 89 % hijacked (plain / chat) to 78 / 67 %
-    # on 9 edits, at twice the refit's time: not adopted.
+    # On the first 9 validation edits of "relval" (bench/results/lifelong_val.md) 4 questions,
+    # 8 tokens, stopping on them (then in one anchor with the subject questions) took another
+    # relation's answers from 89 / 89 % hijacked (plain / chat) to 78 / 67 %, at twice the
+    # refit's time: not adopted.
     relation_questions: int = 0
     relation_tokens: int = 8
     relation_stop: bool = True
@@ -333,14 +334,14 @@ def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitC
     qs = relation_questions(prompt, subject, config.relation_questions, config.seed)
     (_, own), *conts = _base_continuations(model, tokenizer, [prompt, *qs], config.relation_tokens, past_eos=False)
 
-    def words(ids: list[int], first_sentence: bool = False) -> str:
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        if first_sentence:
-            text = re.split(r"[.\n]", text)[0]
-        return " ".join(re.findall(r"\w+", text.casefold()))
+    def words(text: str) -> str:  # without glue words, so that "the" or "is" alone never matches
+        return " ".join(w for w in re.findall(r"\w+", text.casefold()) if w not in _GLUE)
 
-    answer = words(own, first_sentence=True)
-    return [q for q, (_, c) in zip(qs, conts) if not answer or f" {answer} " not in f" {words(c)} "]
+    # the base's answer to the edit's prompt: the first words of its first clause that says something
+    said = re.split(r"[.,;\n]", tokenizer.decode(own, skip_special_tokens=True))
+    answer = " ".join(next((words(c) for c in said if words(c)), "").split()[:3])
+    texts = [words(tokenizer.decode(c, skip_special_tokens=True)) for _, c in conts]
+    return [q for q, text in zip(qs, texts) if not answer or f" {answer} " not in f" {text} "]
 
 
 class _Anchor:

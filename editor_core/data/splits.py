@@ -21,7 +21,8 @@ counterfact
     Extra (`load_extra("counterfact")`, training only): knowedit
     wiki_counterfact train_cf (a different fact base, KnowEdit format), minus
     anything whose key is in a counterfact split. It is not added to train
-    by default.
+    by default, and lifelong editing validates on it ("relval",
+    `editor_core.lifelong.lifelong_records`).
 wikirecent
     knowedit/benchmark_wiki_recent_recent_train.json (the only wiki_recent file
     here), split by sha256 of the normalised subject: buckets 0..69 train,
@@ -68,7 +69,7 @@ _SUBJECT_KEYED = ("wikirecent", "convsent")
 # task -> (DATASETS name, the splits it must not share a key with)
 EXTRA = {
     "zsre": ("knowedit_zsre_test_all", ("train", "val")),  # evaluation only
-    "counterfact": ("knowedit_counterfact_train_cf", ("train", "val", "test")),  # training only
+    "counterfact": ("knowedit_counterfact_train_cf", ("train", "val", "test")),  # training (off by default), "relval"
 }
 
 

@@ -273,8 +273,13 @@ def test_relval_records_carry_their_own_relation_question_and_another_subjects_a
     assert len(set(subjects)) == 20
     for r, s in zip(records, subjects):
         assert s in other[r.prompt].lower() and other[r.prompt] != r.prompt
-        (unrelated,) = r.locality
-        assert s not in unrelated.prompt.lower()
+        (unrelated,) = r.locality  # about a subject that is never edited
+        assert not any(e in unrelated.prompt.lower() for e in subjects)
+    # too few records for unrelated prompts beyond the edited ones
+    every = lifelong_records("relval", 10_000, strict=False)
+    assert all(not any(r.subject.lower() in p.prompt.lower() for r in every for p in x.locality) for x in every[:5])
+    with pytest.raises(ValueError):
+        lifelong_records("relval", 10_000)
     # never a record the editor or the reported splits use
     used = {normalize(x.prompt) for split in task_splits("counterfact").values() for x in split}
     assert not used & {normalize(r.prompt) for r in records}

@@ -11,7 +11,16 @@ from editor_core.editors import LocFT, LocFTConfig
 from editor_core.lifelong import Method, Probes, Routed, run
 from editor_core.models import ModelSpec, load_model
 from editor_core.records import EditRecord, Probe
-from editor_core.refit import PREFIXES, SUBJECT_QUESTIONS, RefitConfig, answers_exactly, refit, relation_questions, variants
+from editor_core.refit import (
+    PREFIXES,
+    SUBJECT_QUESTIONS,
+    RefitConfig,
+    _other_relations,
+    answers_exactly,
+    refit,
+    relation_questions,
+    variants,
+)
 from editor_core.routing import IdfTable, Key, MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of, words
 from editor_core.tokens import encode_pairs
 from service.state import fork
@@ -173,6 +182,7 @@ def test_refit_keeps_questions_about_another_relation_of_the_subject():
     cfg = RefitConfig(lr=3e-2, steps=150, rank=8, min_prob=0.0, variants=0, subject_questions=0, relation_questions=2, relation_tokens=6)
     prompt = "Peru lies in"  # the tiny model answers it otherwise than both relation questions (none is left out)
     other = relation_questions(prompt, "Peru", 2)
+    assert _other_relations(model, tok, prompt, "Peru", cfg) == other
     other += [chat_prompt(tok, q) for q in other]
     before = metrics.generate_answers(model, tok, other, max_new_tokens=6)
     result = refit(model, tok, spec, prompt, "Quito", None, cfg, subject="Peru")
@@ -182,7 +192,7 @@ def test_refit_keeps_questions_about_another_relation_of_the_subject():
     # without them the same refit answers every one of them "Quito"
     plain = refit(model, tok, spec, prompt, "Quito", None, dataclasses.replace(cfg, relation_questions=0), subject="Peru")
     loose = fork(model, materialize(base, [plain.delta]))
-    assert metrics.generate_answers(loose, tok, other, max_new_tokens=6) != before
+    assert all(a != b for a, b in zip(metrics.generate_answers(loose, tok, other, max_new_tokens=6), before))
 
 
 def test_locft_fits_all_edits_at_once_in_one_matrix():
