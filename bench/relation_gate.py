@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", type=int, default=4)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=RESULTS / "relation_gate.json")
+    ap.add_argument("--gate", choices=("hidden", "answer"), default="hidden")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/relation_gate[_answer].json")
     args = ap.parse_args(argv)
+    args.out = args.out or RESULTS / ("relation_gate.json" if args.gate == "hidden" else "relation_gate_answer.json")
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)
     keys = Keys(model, tok)
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
             probes["subject"].append((r, metrics.subject_probes(subject)[i % len(metrics.SUBJECT_PROBES)]))
     probes["relation"] = [(r, relation[r.prompt]) for r in relval]
 
+    if args.gate == "answer":
+        answer_gate(model, tok, probes, args)
+        return
     gaps = {f"{kind}/{fmt}": torch.stack([gap(r, q, fmt) for r, q in rows]) for kind, rows in probes.items() for fmt in ("plain", "chat")}
     layers = next(iter(gaps.values())).shape[1]
     rows = []
@@ -121,6 +126,33 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['layer']} | {r['margin']} | {r['rephrasing/plain']:.0f} / {r['rephrasing/chat']:.0f} | "
             f"{r['relation/plain']:.0f} / {r['relation/chat']:.0f} | {r['subject/plain']:.0f} / {r['subject/chat']:.0f} |"
         )
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def answer_gate(model, tok, probes: dict, args) -> None:
+    """The other gate: a question passes when the unedited model answers it as it answers the
+    edit's prompt (the same greedy answer, cut at "." or newline, normalized; same format),
+    that is, when it asks for the same fact. Scored as the hidden-state gate is."""
+    row = {}
+    for fmt in ("plain", "chat"):
+        ask = (lambda q: q) if fmt == "plain" else (lambda q: chat_prompt(tok, q))
+        for kind, pairs in probes.items():
+            texts = [ask(x) for r, q in pairs for x in (r.prompt, q)]
+            said = metrics.generate_answers(model, tok, texts, max_new_tokens=16)
+            said = [metrics.normalize_answer(metrics.cut_answer(a)) for a in said]
+            same = [a == b for a, b in zip(said[::2], said[1::2])]  # two empty answers pass: the gate cannot tell
+            passed = 100.0 * sum(same) / len(same)
+            row[f"{kind}/{fmt}"] = passed if kind == "rephrasing" else 100.0 - passed
+    args.out.write_text(json.dumps({"model": args.model, "records": args.records, "gate": "answer", **row}, indent=1) + "\n")
+    lines = [
+        f"# A gate on the unedited model's answers, {args.model}: {args.records} validation records of each set",
+        "",
+        "| rephrasings pass plain / chat | relation questions blocked plain / chat | subject probes blocked plain / chat |",
+        "|---|---|---|",
+        f"| {row['rephrasing/plain']:.0f} / {row['rephrasing/chat']:.0f} | {row['relation/plain']:.0f} / {row['relation/chat']:.0f} "
+        f"| {row['subject/plain']:.0f} / {row['subject/chat']:.0f} |",
+    ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
