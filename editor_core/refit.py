@@ -17,7 +17,7 @@ that only just took on its own wording fails on a rephrasing). Argmax answers
 mean greedy decoding produces exactly the target and stops, so the check is a
 teacher-forced forward, not a generation.
 
-Two optional KL terms keep text the edit should not change as the unedited
+Optional KL terms keep text the edit should not change as the unedited
 model has it (each on the base model's own greedy continuation, the fitted
 model's next-token distributions pulled to the base's):
 
@@ -26,6 +26,9 @@ model's next-token distributions pulled to the base's):
   subject, and without this a refit that learned "Peru -> Quito" answers
   "Quito" to "Tell me about Peru's history." The refit then also stops only
   once these questions' greedy continuations are the base's again.
+* `relation_questions` (off): questions about another relation of the subject
+  ("The founder of Peru is"); measured on validation, not adopted yet
+  (docs/RESULTS.md, "Another relation, on validation").
 * `keep`: what follows the answer (EOS left out, as in a text forced on past
   the answer, which is how fluency is measured); without it such a text
   repeats the target.
