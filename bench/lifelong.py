@@ -306,23 +306,30 @@ def plot(done: dict, path: Path) -> None:
 
     figures = ("reliability", "generalization", "locality", "retention_first10pct")
     fig, axes = plt.subplots(2, len(figures), figsize=(4 * len(figures), 7), sharex=True)
+    series = sorted({(r["extra"]["split"], r["method"]) for r in done["rows"]})
+    splits = {split for split, _ in series}
+    colors = plt.get_cmap("tab20")
     for row, fmt in enumerate(("plain", "chat")):
         for ax, fig_name in zip(axes[row], figures):
-            splits = sorted({r["extra"]["split"] for r in done["rows"]})
-            for split, method in sorted({(r["extra"]["split"], r["method"]) for r in done["rows"]}):
+            for k, (split, method) in enumerate(series):
                 pts = sorted(
                     (r["n_edits"], r[fig_name])
                     for r in done["rows"]
                     if (r["extra"]["split"], r["method"]) == (split, method) and r["prompt_format"] == fmt and r[fig_name] is not None
                 )
                 if pts:  # one line per split and method (a file may hold val and relval rows)
-                    ax.plot(*zip(*pts), marker="o", label=method if len(splits) == 1 else f"{split}: {method}")
+                    label = method if len(splits) == 1 else f"{split}: {method}"
+                    ax.plot(*zip(*pts), marker="o", label=label, color=colors(k % colors.N))  # one colour per series in every panel
             ax.set_xscale("log")
             ax.set_ylim(-2, 102)
             ax.set_title(f"{fig_name} ({fmt})", fontsize=9)
             ax.set_xlabel("edits held (N)")
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    found = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}  # every series, once
+    labels = list(found)
+    handles = [found[lab] for lab in labels]
+    rows = (len(labels) + 1) // 2  # under the plots, two columns: long names would squeeze the axes
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2)
+    fig.tight_layout(rect=(0, min(0.5, 0.025 * rows + 0.01), 1, 1))
     fig.savefig(path, dpi=110)
 
 
