@@ -38,6 +38,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -103,13 +104,20 @@ def _relation_of(record: EditRecord) -> Probe | None:
     return next((p for p, kind in zip(record.locality, kinds) if kind == "Relation_Specificity"), None)
 
 
-def _relation_records(n: int, *, strict: bool) -> list[EditRecord]:
+@lru_cache(maxsize=1)
+def _relation_pool() -> tuple[EditRecord, ...]:
+    """Every usable "relval" record, one per subject, in file order (read once per process)."""
     recs, seen = [], set()
     for r in load_extra("counterfact"):
         subject = (r.subject or r.prompt).strip().lower()
         if subject not in seen and (q := _relation_of(r)):
             seen.add(subject)
             recs.append(dataclasses.replace(r, extra={**r.extra, "relation_question": q.prompt}))
+    return tuple(recs)
+
+
+def _relation_records(n: int, *, strict: bool) -> list[EditRecord]:
+    recs = list(_relation_pool())
     if len(recs) <= n:  # the unrelated prompts need records beyond the edited ones
         if strict or len(recs) < 2:
             raise ValueError(f"only {len(recs)} usable records in split 'relval'; asked for {n} and at least one more")

@@ -247,8 +247,7 @@ def refit(
         if name:
             qs = [q.format(name) for q in SUBJECT_QUESTIONS[: config.subject_questions]]
             about += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
-            qs = _other_relations(model, tokenizer, p, name, config)
-            others += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
+            others += _other_relations(model, tokenizer, p, name, config)
     fitted = list(spec.edit_params[-config.n_weights :])
     # Blocks below the first fitted one never change here: run them once, with the edit's delta.
     first = min(_block_of(spec, p) for p in fitted)
@@ -290,9 +289,8 @@ def refit(
     if about:
         cont = _base_continuations(model, tokenizer, list(dict.fromkeys(about)), config.subject_tokens, past_eos=False)
         anchors.append((_Anchor(runner, cont, below, fitted, start), config.subject_weight, True))
-    if others:
-        cont = _base_continuations(model, tokenizer, list(dict.fromkeys(others)), config.relation_tokens, past_eos=False)
-        anchors.append((_Anchor(runner, cont, below, fitted, start), config.subject_weight, config.relation_stop))
+    if others:  # their continuations were generated when they were chosen
+        anchors.append((_Anchor(runner, others, below, fitted, start), config.subject_weight, config.relation_stop))
 
     steps, took, kept = 0, False, True
     for steps in range(config.steps + 1):
@@ -328,14 +326,16 @@ def refit(
     return RefitResult(Delta(factors, meta), steps, took, kept)
 
 
-def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitConfig) -> list[str]:
-    """`relation_questions` questions about another relation of the subject, less any the
-    base model answers with its own answer to the edit's prompt (the edit's relation in
-    other words, "The capital city of Peru is" for "Which city is Peru's capital?")."""
+def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitConfig) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, the base's continuation ids) of `relation_questions` questions about
+    another relation of the subject, plain and in the chat template, less any the base
+    model answers with its own answer to the edit's prompt (the edit's relation in other
+    words, "The capital city of Peru is" for "Which city is Peru's capital?")."""
     if not config.relation_questions:
         return []
     qs = relation_questions(prompt, subject, config.relation_questions, config.seed)
-    (_, own), *conts = _base_continuations(model, tokenizer, [prompt, *qs], config.relation_tokens, past_eos=False)
+    chat = [chat_prompt(tokenizer, q) for q in qs] if config.chat else []
+    (_, own), *conts = _base_continuations(model, tokenizer, [prompt, *qs, *chat], config.relation_tokens, past_eos=False)
 
     def words(text: str) -> str:  # without glue words, so that "the" or "is" alone never matches
         return " ".join(w for w in re.findall(r"\w+", text.casefold()) if w not in _GLUE)
@@ -343,8 +343,9 @@ def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitC
     # the base's answer to the edit's prompt: the first words of its first clause that says something
     said = re.split(r"[.,;\n]", tokenizer.decode(own, skip_special_tokens=True))
     answer = " ".join(next((words(c) for c in said if words(c)), "").split()[:3])
-    texts = [words(tokenizer.decode(c, skip_special_tokens=True)) for _, c in conts]
-    return [q for q, text in zip(qs, texts) if not answer or f" {answer} " not in f" {text} "]
+    plain = [words(tokenizer.decode(c, skip_special_tokens=True)) for _, c in conts[: len(qs)]]
+    keep = [not answer or f" {answer} " not in f" {text} " for text in plain]
+    return [pair for k, pair in enumerate(conts) if keep[k % len(qs)]]
 
 
 class _Anchor:
