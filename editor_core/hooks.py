@@ -194,9 +194,13 @@ class MLPTop:
         self.short = ok
 
     def __call__(self, overrides: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.runner.head(self.hidden(overrides))
+
+    def hidden(self, overrides: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The head's input (N, d) at the picked positions: the logits are `runner.head` of it."""
         runner = self.runner
         if not self.short:
-            return runner.logits(runner.top(self.cut, overrides=overrides)[0], self.mask)
+            return runner.top(self.cut, overrides=overrides)[0][self.mask]
         kwargs = self.cut.kwargs
         last = runner.spec.n_layers - 1
         with patched_weights(runner.model, overrides):
@@ -210,7 +214,7 @@ class MLPTop:
                     h = h + torch.nn.functional.linear(u[self.mask], weight, mod.bias)
                 else:
                     h = h + block.mlp(self.x[self.mask])
-                return runner.head(runner.norm(h))
+                return runner.norm(h)
             mlp = torch.nn.functional.linear(u, weight, mod.bias) if self.one is not None else block.mlp(self.x)
             h = self.mid + mlp
             for i in range(self.first + 1, last):
@@ -219,5 +223,4 @@ class MLPTop:
             block = runner.blocks[last]
             h = h + block.self_attn(hidden_states=block.input_layernorm(h), **kwargs)[0]
             h = h[self.mask]
-            h = runner.norm(h + block.mlp(block.post_attention_layernorm(h)))
-        return runner.head(h)
+            return runner.norm(h + block.mlp(block.post_attention_layernorm(h)))

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 
 from editor_core import metrics
@@ -15,6 +16,7 @@ from editor_core.refit import (
     PREFIXES,
     SUBJECT_QUESTIONS,
     RefitConfig,
+    _Anchor,
     _other_relations,
     answers_exactly,
     refit,
@@ -162,6 +164,67 @@ def test_refit_keeps_other_questions_about_the_subject_as_the_base_answers_them(
     plain = refit(model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(**{**cfg.__dict__, "subject_questions": 0}))
     loose = fork(model, materialize(base, [plain.delta]))
     assert metrics.generate_answers(loose, tok, other, max_new_tokens=6) != before
+
+
+def _anchor_case(model, tok):
+    from editor_core.hooks import SplitRunner
+
+    spec = ModelSpec.for_model(model)
+    fitted = list(spec.edit_params[-2:])
+    first = int(fitted[0][len(spec.layers) + 1 :].split(".")[0])
+    runner = SplitRunner(model, dataclasses.replace(spec, first_edit_layer=first))
+    start = {p: model.get_parameter(p) for p in spec.edit_params if int(p[len(spec.layers) + 1 :].split(".")[0]) >= first}
+    pairs = [(tok("The capital of Peru is").input_ids, [5, 9, 13]), (tok("Tell me about Peru").input_ids, [7, 2])]
+    gen = torch.Generator().manual_seed(0)
+    moved = {p: (w + 0.3 * torch.randn(w.shape, generator=gen)).requires_grad_(p in fitted) for p, w in start.items()}
+    return runner, pairs, fitted, start, moved
+
+
+def _direct_kl(anchor, start, moved, eos, cols=None):
+    """KL(base || fitted) per position from the whole logits (EOS left out), or renormalized on `cols`."""
+    logits, base = anchor.top(moved).float(), anchor.top(start).float().detach()
+    logits[:, sorted(eos)] = -1e4
+    base[:, sorted(eos)] = -1e4
+    if cols is not None:
+        logits, base = logits[:, cols], base[:, cols]
+    p, q = base.log_softmax(-1), logits.log_softmax(-1)
+    return (p.exp() * (p - q)).sum(-1).mean(), bool((q.argmax(-1) == p.argmax(-1)).all())
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_anchor_kl_is_the_base_to_fitted_kl_and_its_restriction_keeps_the_answer_tokens(bias):
+    model, tok = load_model("tiny-llama")
+    if bias:  # a head with a bias term (this one is tied and has none)
+        model.lm_head.bias = torch.nn.Parameter(torch.randn(model.config.vocab_size, generator=torch.Generator().manual_seed(1)))
+        model.lm_head.bias.requires_grad_(False)
+    runner, pairs, fitted, start, moved = _anchor_case(model, tok)
+    eos = {tok.eos_token_id}
+    last = moved[fitted[-1]]
+
+    whole = _Anchor(runner, pairs, {}, fitted, start, eos=eos)
+    want, want_agrees = _direct_kl(whole, start, moved, eos)
+    (want_grad,) = torch.autograd.grad(want, [last])
+    got, agrees = whole(moved)
+    (got_grad,) = torch.autograd.grad(got, [last])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-4)
+    assert float(got.detach()) > 0 and not agrees and not want_agrees
+    assert abs(float(whole(start)[0])) < 1e-5 and whole(start)[1]
+    # a vocabulary as large as the model's is the whole distribution again
+    same, _ = _Anchor(runner, pairs, {}, fitted, start, eos=eos, vocab=model.config.vocab_size)(moved)
+    torch.testing.assert_close(same.detach(), want.detach(), atol=1e-5, rtol=1e-4)
+    # restricted: the base's likeliest tokens and the answer's, never EOS, renormalized there
+    few = _Anchor(runner, pairs, {}, fitted, start, eos=eos, vocab=3, watch={17, tok.eos_token_id})
+    cols = few.cols.tolist()
+    assert 17 in cols and tok.eos_token_id not in cols and len(cols) < model.config.vocab_size
+    want, want_agrees = _direct_kl(whole, start, moved, eos, cols=few.cols)
+    (want_grad,) = torch.autograd.grad(want, [last])
+    got, agrees = few(moved)
+    (got_grad,) = torch.autograd.grad(got, [last])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-4)
+    assert agrees == want_agrees
+    assert abs(float(few(start)[0])) < 1e-5 and few(start)[1]
 
 
 def test_relation_questions_leave_out_the_edits_own_relation():
