@@ -17,7 +17,7 @@ that only just took on its own wording fails on a rephrasing). Argmax answers
 mean greedy decoding produces exactly the target and stops, so the check is a
 teacher-forced forward, not a generation.
 
-Optional KL terms keep text the edit should not change as the unedited
+KL terms keep text the edit should not change as the unedited
 model has it (each on the base model's own greedy continuation, the fitted
 model's next-token distributions pulled to the base's):
 
@@ -30,12 +30,17 @@ model's next-token distributions pulled to the base's):
   ("The founder of Peru is"); measured on validation, not adopted yet
   (docs/RESULTS.md, "Another relation, on validation").
 * `keep`: what follows the answer (EOS left out, as in a text forced on past
-  the answer, which is how fluency is measured); without it such a text
-  repeats the target.
+  the answer, which is how fluency is measured). Without it the fitted model's
+  next choice after the answer is the chat template's `<|im_start|>`, and the
+  text goes on with role words and the target again ("Sega<|im_start|>assistant
+  \nSega<|im_start|>user ...").
 
-Each KL term reads the base's likeliest tokens at each kept position and the
-answer's tokens (`anchor_vocab`), not the whole vocabulary: the head over 49k
-tokens at every kept position was most of a step.
+The subject and relation terms read the base's likeliest tokens at each kept
+position and the answer's tokens (`anchor_vocab`), not the whole vocabulary:
+the head over 49k tokens at every kept position was most of a step. `keep`
+reads the whole vocabulary, since the tokens it must hold down past the
+answer (`<|im_start|>`) are the ones the base never considers there; it has
+few positions.
 
 Only the edit's own delta is fitted, on the base weights plus that delta. That
 is what a routed memory (`editor_core.routing`) serves for questions in the
@@ -80,10 +85,12 @@ class RefitConfig:
     chat: bool = True  # also fit the answer inside the chat template
     min_prob: float = 0.8  # every answer token's probability must reach this before the refit stops
     variants: int = 4  # extra question forms made here: alternately prefixed and with words left out
-    # Tokens of the base model's continuation after the answer whose distributions are kept (0: off).
-    # It trades generalization for fluency past EOS: on validation, keeping 16 raised ROME-style
-    # fluency from 0.25x to 0.69x and lowered plain-rephrasing answers from 83 % to 62 %.
-    keep: int = 0
+    # Tokens of the base model's continuation after the answer whose distributions are kept, EOS left
+    # out, over the whole vocabulary (0: off). On 30 routed validation edits (bench/results/lifelong_val.md,
+    # session 13) 8 against 0: fluency past EOS 1.05x against 0.60x, rephrasings 80.0 / 80.0 % against
+    # 86.7 / 83.3 % (plain / chat; 4 against 0: 0.95x, 83.3 / 76.7 %), 1.5x the refit's time. (Session 8,
+    # with the 1-weight refit: 16 raised fluency from 0.25x to 0.69x, plain rephrasings 83 % -> 62 %.)
+    keep: int = 8
     keep_weight: float = 1.0
     # Other questions about the edit's subject (the first `subject_questions` of SUBJECT_QUESTIONS,
     # plain and in the chat template) whose first `subject_tokens` answer tokens are kept (0: off).
@@ -105,7 +112,7 @@ class RefitConfig:
     relation_questions: int = 0
     relation_tokens: int = 8
     relation_stop: bool = True
-    # Each KL anchor's distributions restricted to these many of the base's likeliest tokens per
+    # The subject and relation anchors' distributions restricted to these many of the base's likeliest tokens per
     # position (their union, and the edit's answer tokens), renormalized there (0: the whole vocabulary).
     # On 30 routed validation edits (bench/results/lifelong_val.md) 64 against the whole vocabulary:
     # rephrasings 86.7 / 83.3 % against 83.3 / 80.0 % (plain / chat), fluency 0.60x against 0.57x,
@@ -301,7 +308,9 @@ def refit(
     if past:
         cont = _base_continuations(model, tokenizer, past, config.keep, past_eos=True)
         eos = end_of_text_ids(model, tokenizer)
-        anchor = _Anchor(runner, cont, below, fitted, start, eos=eos, vocab=config.anchor_vocab, watch=watch)
+        # over the whole vocabulary: past EOS a fitted model moves its mass to tokens the base never
+        # considers there (the chat template's <|im_start|>), which a restricted KL cannot see
+        anchor = _Anchor(runner, cont, below, fitted, start, eos=eos, vocab=0)
         anchors.append((anchor, config.keep_weight, False))
     if about:
         cont = _base_continuations(model, tokenizer, list(dict.fromkeys(about)), config.subject_tokens, past_eos=False)

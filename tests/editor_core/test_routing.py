@@ -227,6 +227,27 @@ def test_anchor_kl_is_the_base_to_fitted_kl_and_its_restriction_keeps_the_answer
     assert abs(float(few(start)[0])) < 1e-5 and few(start)[1]
 
 
+def test_what_follows_the_answer_is_kept_over_the_whole_vocabulary(monkeypatch):
+    """Past EOS a fitted model moves its mass to tokens the base never puts there
+    (SmolLM2: the chat template's <|im_start|>); an anchor cut to the base's
+    likeliest tokens cannot see that, so `keep` reads every token."""
+    import editor_core.refit as refit_module
+
+    built = []
+
+    class Spy(_Anchor):
+        def __init__(self, *args, **kwargs):
+            built.append((bool(kwargs.get("eos")), kwargs.get("vocab", 0)))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(refit_module, "_Anchor", Spy)
+    model, tok = load_model("tiny-llama")
+    cfg = RefitConfig(steps=1, keep=3, anchor_vocab=16)
+    refit(model, tok, ModelSpec.for_model(model), "The capital of Peru is", "Quito", None, cfg)
+    assert (True, 0) in built  # what follows the answer, EOS left out: the whole vocabulary
+    assert (False, 16) in built  # the other questions about the subject: the base's likeliest tokens
+
+
 def test_relation_questions_leave_out_the_edits_own_relation():
     qs = relation_questions("What is the official language of Peru?", "Peru", 30)
     assert qs and len(qs) == len(set(qs)) < 30
