@@ -43,6 +43,9 @@ from editor_core.routing import RouterConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
 RESULTS = Path(__file__).resolve().parent / "results"
+# Part of the cache's name beside the refit's settings: raise it when the refit's code changes what
+# a setting computes (2: `keep` reads the whole vocabulary, session 13), so no older edit is reused.
+REFIT_CODE = 2
 METHODS = ("instructedit/summed", "ft-l/summed", "locft-bf/all", "instructedit/routed", "instructedit/routed+refit", "refit-only/routed")
 
 
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     def cache_of(name: str) -> Path:
-        settings = hashlib.sha256(json.dumps(dataclasses.asdict(refit_cfg), sort_keys=True).encode()).hexdigest()[:10]
+        named = {**dataclasses.asdict(refit_cfg), "code": REFIT_CODE}
+        settings = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
         return args.cache / args.split / f"{name.replace('/', '_')}-refit{settings}"
 
     if args.fill:

@@ -12,6 +12,7 @@ model's. Writes bench/results/refit_choice.{json,md}.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -29,23 +30,35 @@ from editor_core.refit import RefitConfig, refit
 
 SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
 RESULTS = Path(__file__).resolve().parent / "results"
+# The refit's settings when these candidates were measured (session 8), so that a later
+# change of the defaults does not change what a candidate names: stop at bare argmax, no
+# made variants, one weight, nothing kept, the whole vocabulary.
+THEN = RefitConfig(min_prob=0.0, variants=0, n_weights=1, keep=0, subject_questions=0, anchor_vocab=0)
+
+
+def _then(**changes) -> RefitConfig:
+    return dataclasses.replace(THEN, **changes)
+
+
 CANDIDATES = {  # name: (start from the editor's delta?, settings)
-    "A: rank 8, lr 1e-2, stop at argmax": (True, RefitConfig(lr=1e-2, rank=8, steps=60)),
-    "B: A + every answer token p >= 0.5": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5)),
-    "C: B + 4 made variants": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4)),
-    "D: C + keep 16 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16)),
-    "E: A + keep 16 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, keep=16)),
-    "F: C + keep 16, weight 0.3": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16, keep_weight=0.3)),
-    "G: F with p >= 0.8": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=16, keep_weight=0.3)),
-    "H: C + keep 16, weight 0.1": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16, keep_weight=0.1)),
-    "I: C with p >= 0.8": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4)),
-    "J: I + keep 16 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=16)),
-    "K: J with rank 16": (True, RefitConfig(lr=1e-2, rank=16, steps=60, min_prob=0.8, variants=4, keep=16)),
-    "L: I + keep 2 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=2)),
+    "A: rank 8, lr 1e-2, stop at argmax": (True, _then(lr=1e-2, rank=8, steps=60)),
+    "B: A + every answer token p >= 0.5": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.5)),
+    "C: B + 4 made variants": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4)),
+    "D: C + keep 16 tokens after the answer": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16)),
+    "E: A + keep 16 tokens after the answer": (True, _then(lr=1e-2, rank=8, steps=60, keep=16)),
+    "F: C + keep 16, weight 0.3": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16, keep_weight=0.3)),
+    "G: F with p >= 0.8": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=16, keep_weight=0.3)),
+    "H: C + keep 16, weight 0.1": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.5, variants=4, keep=16, keep_weight=0.1)),
+    "I: C with p >= 0.8": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4)),
+    "J: I + keep 16 tokens after the answer": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=16)),
+    "K: J with rank 16": (True, _then(lr=1e-2, rank=16, steps=60, min_prob=0.8, variants=4, keep=16)),
+    "L: I + keep 2 tokens after the answer": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, keep=2)),
     "M: I on 4 weights (block 28's down_proj, block 29's MLP)": (
-        True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, n_weights=4)),
-    "O: M + keep 2 tokens after the answer": (True, RefitConfig(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, n_weights=4, keep=2)),
-    "P: O with 100 steps at most": (True, RefitConfig(lr=1e-2, rank=8, steps=100, min_prob=0.8, variants=4, n_weights=4, keep=2)),
+        True,
+        _then(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, n_weights=4),
+    ),
+    "O: M + keep 2 tokens after the answer": (True, _then(lr=1e-2, rank=8, steps=60, min_prob=0.8, variants=4, n_weights=4, keep=2)),
+    "P: O with 100 steps at most": (True, _then(lr=1e-2, rank=8, steps=100, min_prob=0.8, variants=4, n_weights=4, keep=2)),
 }
 COLUMNS = ("took", "steps", "seconds", "rel_plain", "rel_chat", "gen_plain", "gen_chat", "fluency")
 

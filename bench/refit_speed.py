@@ -2,17 +2,21 @@
 
     python bench/refit_speed.py --edits 6      # SmolLM2 + the shipped editor, validation records
 
-Each edit is refit three times from the same editor delta:
+Each edit is refit four times from the same editor delta:
 
 * baseline: every step runs the whole top, and every KL anchor reads the whole vocabulary;
 * `hooks.MLPTop`'s short path (the first top block's attention and its MLP input run
   once, the last block's MLP and the head only where a loss reads them), whole
   vocabulary: exact, so it must take the baseline's steps and give its correction;
-* as shipped: the short path, and each anchor's distributions restricted to the
-  base's likeliest tokens (`RefitConfig.anchor_vocab`): an approximation, so its
-  steps and correction may differ (its quality is measured by bench/lifelong.py).
+* as shipped: the short path, and the subject anchors' distributions restricted
+  to the base's likeliest tokens (`RefitConfig.anchor_vocab`; what follows the
+  answer, `keep`, reads the whole vocabulary): an approximation, so its steps and
+  correction may differ (its quality is measured by bench/lifelong.py);
 
-All three compute the KL with W^T p held once (session 12); the form before
+and once more as shipped but with nothing kept past the answer (`keep=0`,
+session 12's default), to show what keeping it costs.
+
+All of them compute the KL with W^T p held once (session 12); the form before
 that is not kept. One refit runs first, untimed, so that no form pays the
 warm-up. Ratios are of wall-clock seconds against the baseline. Writes
 bench/results/refit_speed.json and .md.
@@ -57,6 +61,7 @@ def main() -> None:
         ("whole top every step, whole vocabulary (baseline)", False, exact),
         ("short path (`hooks.MLPTop`), whole vocabulary", True, exact),
         (f"short path, anchors on {shipped.anchor_vocab} likeliest tokens (shipped)", True, shipped),
+        ("the same, nothing kept past the answer (keep=0, session 12's default)", True, dataclasses.replace(shipped, keep=0)),
     )
     rows = []
     records = lifelong_records("val", args.edits)

@@ -31,8 +31,8 @@ model's next-token distributions pulled to the base's):
   (docs/RESULTS.md, "Another relation, on validation").
 * `keep`: what follows the answer (EOS left out, as in a text forced on past
   the answer, which is how fluency is measured). Without it the fitted model's
-  next choice after the answer is the chat template's `<|im_start|>`, and the
-  text goes on with role words and the target again ("Sega<|im_start|>assistant
+  next choice after the answer is often the chat template's `<|im_start|>`, and
+  the text goes on with role words and the target again ("Sega<|im_start|>assistant
   \nSega<|im_start|>user ...").
 
 The subject and relation terms read the base's likeliest tokens at each kept
@@ -85,11 +85,13 @@ class RefitConfig:
     chat: bool = True  # also fit the answer inside the chat template
     min_prob: float = 0.8  # every answer token's probability must reach this before the refit stops
     variants: int = 4  # extra question forms made here: alternately prefixed and with words left out
-    # Tokens of the base model's continuation after the answer whose distributions are kept, EOS left
-    # out, over the whole vocabulary (0: off). On 30 routed validation edits (bench/results/lifelong_val.md,
-    # session 13) 8 against 0: fluency past EOS 1.05x against 0.60x, rephrasings 80.0 / 80.0 % against
-    # 86.7 / 83.3 % (plain / chat; 4 against 0: 0.95x, 83.3 / 76.7 %), 1.5x the refit's time. (Session 8,
-    # with the 1-weight refit: 16 raised fluency from 0.25x to 0.69x, plain rephrasings 83 % -> 62 %.)
+    # Tokens of the base model's continuation after the answer whose distributions are kept, EOS
+    # left out, over the whole vocabulary (0: off). On 30 routed validation edits (session 13,
+    # bench/results/lifelong_val.md) 8 against 0: fluency past EOS 1.05x against 0.60x, rephrasings
+    # 80.0 / 80.0 % against 86.7 / 83.3 % (plain / chat; 4 against 0: 0.95x, 83.3 / 76.7 %), and
+    # 1.45x the refit's time (bench/refit_speed.py). On test at N = 100: fluency 1.01x against
+    # 0.71x, rephrasings 69 / 82 % against 79 / 82 %. (Session 8, with the 1-weight refit: 16 raised
+    # fluency from 0.25x to 0.69x, plain rephrasings 83 % -> 62 %.)
     keep: int = 8
     keep_weight: float = 1.0
     # Other questions about the edit's subject (the first `subject_questions` of SUBJECT_QUESTIONS,

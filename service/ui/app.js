@@ -590,9 +590,12 @@ async function rollBack(edit) {
 
 const versions_ = { items: [], cursor: null };
 
+const CAUSES = { edit: "edit", rollback: "roll back of", refit: "refit of" };
+
 function causeText(cause) {
   const [kind, id] = cause.split(":");
-  return kind === "base" ? "the base model" : id ? `${kind === "edit" ? "edit" : "roll back of"} ${short(id)}` : cause;
+  if (kind === "base") return "the base model";
+  return id && CAUSES[kind] ? `${CAUSES[kind]} ${short(id)}` : cause;
 }
 
 async function refreshVersions(older = false) {

@@ -237,15 +237,16 @@ def test_what_follows_the_answer_is_kept_over_the_whole_vocabulary(monkeypatch):
 
     class Spy(_Anchor):
         def __init__(self, *args, **kwargs):
-            built.append((bool(kwargs.get("eos")), kwargs.get("vocab", 0)))
             super().__init__(*args, **kwargs)
+            built.append((bool(kwargs.get("eos")), self.cols is None))  # (past the answer?, whole vocabulary?)
 
     monkeypatch.setattr(refit_module, "_Anchor", Spy)
     model, tok = load_model("tiny-llama")
     cfg = RefitConfig(steps=1, keep=3, anchor_vocab=16)
     refit(model, tok, ModelSpec.for_model(model), "The capital of Peru is", "Quito", None, cfg)
-    assert (True, 0) in built  # what follows the answer, EOS left out: the whole vocabulary
-    assert (False, 16) in built  # the other questions about the subject: the base's likeliest tokens
+    assert (True, True) in built  # what follows the answer, EOS left out: the whole vocabulary
+    assert (False, False) in built  # the other questions about the subject: the base's likeliest tokens
+    assert (True, False) not in built
 
 
 def test_relation_questions_leave_out_the_edits_own_relation():

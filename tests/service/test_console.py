@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from harness import Service, make_settings
+from harness import Service, make_settings, wait_until
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the [test] extra")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
@@ -187,8 +187,13 @@ def test_ask_edit_compare_and_roll_back(page, service):
     expect(page.locator('#health dd[data-field="state_sha256"]')).to_have_text(model["state_sha256"])
     versions = service.client.get("/versions").json()["items"]
     assert [v["version"] for v in versions] == list(range(model["version"], -1, -1))
+    words = {"edit": "edit", "rollback": "roll back of", "refit": "refit of"}  # what each version's cause reads as
     for v in versions:
         expect(page.locator(f'#versions li[data-version="{v["version"]}"] .hash')).to_have_text(f"state {v['state_sha256']}")
+        kind, _, edit_id = v["cause"].partition(":")
+        said = "the base model" if kind == "base" else f"{words[kind]} {edit_id[:8]}"
+        expect(page.locator(f'#versions li[data-version="{v["version"]}"]')).to_contain_text(f"v{v['version']} {said} · ")
+    assert {v["cause"].partition(":")[0] for v in versions} >= {"base", "edit"}
     expect(page.locator("#versions li.current")).to_have_attribute("data-version", str(model["version"]))
 
     # Search is on the client: the loaded edits are filtered as one types.
@@ -391,3 +396,24 @@ def test_text_meets_wcag_aa_contrast_in_every_view(page, service):
             expect(page.locator("#history-rows tr[data-edit]").first).to_be_visible()
         low = page.evaluate(CONTRAST_JS)
         assert not low, f"text below WCAG AA contrast in the {view} view: {low}"
+
+
+def test_the_versions_say_what_made_them(browser, tmp_path, components):
+    """A refit is a version of its own; the list names it as one (it read "roll back of")."""
+    from editor_core.refit import RefitConfig
+
+    with Service(make_settings(tmp_path / "store", refit=True), components) as svc:
+        svc.runtime.worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006)  # the tiny model's flat logits
+        a = svc.post_edit({"prompt": "The capital of Peru is", "target_new": "Quito"})
+        svc.wait(a)
+        wait_until(lambda: svc.client.get(f"/edits/{a}").json()["refit"] not in (None, "pending"), what="the refit")
+        svc.client.delete(f"/edits/{a}")
+        wait_until(lambda: svc.client.get(f"/edits/{a}").json()["status"] == "rolled_back", what="the roll back")
+        causes = {v["version"]: v["cause"] for v in svc.client.get("/versions").json()["items"]}
+        assert sorted(causes.values()) == sorted(["base", f"edit:{a}", f"refit:{a}", f"rollback:{a}"])
+        page = browser.new_page()
+        page.goto(f"{svc.url}/ui/#history")
+        said = {"base": "the base model", "edit": f"edit {a[:8]}", "refit": f"refit of {a[:8]}", "rollback": f"roll back of {a[:8]}"}
+        for version, cause in causes.items():
+            expect(page.locator(f'#versions li[data-version="{version}"]')).to_contain_text(f"v{version} {said[cause.split(':')[0]]} · ")
+        page.close()
