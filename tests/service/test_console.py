@@ -187,13 +187,8 @@ def test_ask_edit_compare_and_roll_back(page, service):
     expect(page.locator('#health dd[data-field="state_sha256"]')).to_have_text(model["state_sha256"])
     versions = service.client.get("/versions").json()["items"]
     assert [v["version"] for v in versions] == list(range(model["version"], -1, -1))
-    words = {"edit": "edit", "rollback": "roll back of", "refit": "refit of"}  # what each version's cause reads as
     for v in versions:
         expect(page.locator(f'#versions li[data-version="{v["version"]}"] .hash')).to_have_text(f"state {v['state_sha256']}")
-        kind, _, edit_id = v["cause"].partition(":")
-        said = "the base model" if kind == "base" else f"{words[kind]} {edit_id[:8]}"
-        expect(page.locator(f'#versions li[data-version="{v["version"]}"]')).to_contain_text(f"v{v['version']} {said} · ")
-    assert {v["cause"].partition(":")[0] for v in versions} >= {"base", "edit"}
     expect(page.locator("#versions li.current")).to_have_attribute("data-version", str(model["version"]))
 
     # Search is on the client: the loaded edits are filtered as one types.
