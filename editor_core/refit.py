@@ -114,8 +114,9 @@ class RefitConfig:
     relation_questions: int = 0
     relation_tokens: int = 8
     relation_stop: bool = True
-    # The subject and relation anchors' distributions restricted to these many of the base's likeliest tokens per
-    # position (their union, and the edit's answer tokens), renormalized there (0: the whole vocabulary).
+    # The subject and relation anchors' distributions restricted to these many of the base's likeliest
+    # tokens per position (their union, and the edit's answer tokens), renormalized there (0: the whole
+    # vocabulary; `keep` always reads the whole vocabulary).
     # On 30 routed validation edits (bench/results/lifelong_val.md) 64 against the whole vocabulary:
     # rephrasings 86.7 / 83.3 % against 83.3 / 80.0 % (plain / chat), fluency 0.60x against 0.57x,
     # the same locality and subject figures, 13.4 against 18.1 s per edit (two runs at once). Its

@@ -15,6 +15,8 @@ import shutil
 
 import pytest
 
+from editor_core.refit import RefitConfig
+
 from harness import Service, make_settings, wait_until
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the [test] extra")
@@ -395,8 +397,6 @@ def test_text_meets_wcag_aa_contrast_in_every_view(page, service):
 
 def test_the_versions_say_what_made_them(browser, tmp_path, components):
     """A refit is a version of its own; the list names it as one (it read "roll back of")."""
-    from editor_core.refit import RefitConfig
-
     with Service(make_settings(tmp_path / "store", refit=True), components) as svc:
         svc.runtime.worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006)  # the tiny model's flat logits
         a = svc.post_edit({"prompt": "The capital of Peru is", "target_new": "Quito"})
