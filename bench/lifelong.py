@@ -44,8 +44,9 @@ from editor_core.routing import RouterConfig
 SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
 RESULTS = Path(__file__).resolve().parent / "results"
 # Part of the cache's name beside the refit's settings: raise it when the refit's code changes what
-# a setting computes (2: `keep` reads the whole vocabulary, session 13), so no older edit is reused.
-REFIT_CODE = 2
+# a setting computes (2: `keep` reads the whole vocabulary, session 13; 3: no bare "{} is" among the
+# kept subject questions, session 14), so no older edit is reused.
+REFIT_CODE = 3
 METHODS = ("instructedit/summed", "ft-l/summed", "locft-bf/all", "instructedit/routed", "instructedit/routed+refit", "refit-only/routed")
 
 

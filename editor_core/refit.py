@@ -149,10 +149,15 @@ PREFIXES = (
 
 # Other questions about an edit's subject, kept as the base model answers them
 # (written for this; the benches and the service measure on different ones,
-# `editor_core.metrics.SUBJECT_PROBES`).
+# `editor_core.metrics.SUBJECT_PROBES`). Not a bare "{} is" (in the first four
+# until session 14): it is how many edits and their rephrasings begin ("Arun
+# Nehru is known for"), and keeping its base continuation taught the edit's own
+# rephrasings, asked in the chat template, to answer with the base's sentence
+# about the subject ("Arun Nehru is a legendary figure in Indian politics...").
+# On 30 routed validation edits, chat rephrasings 100 % without it against 80 %
+# with it (bench/results/lifelong_val.md).
 SUBJECT_QUESTIONS = (
     "What is {} known for?",
-    "{} is",
     "Give me one fact about {}.",
     "Here is a short note on {}:",
     "Who or what is {}?",

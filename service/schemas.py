@@ -301,7 +301,7 @@ class ModelPublic(BaseModel):
 
 class VersionPublic(BaseModel):
     version: int
-    cause: str = Field(description="what made it: `base`, `edit:<id>` or `rollback:<id>`")
+    cause: str = Field(description="what made it: `base`, `edit:<id>`, `rollback:<id>` or `refit:<id>` (the edit's refitted delta)")
     state_sha256: str = Field(description="sha256 of the edited weights of this version")
     created_at: datetime
     active_count: int = Field(description="edits in force in this version")

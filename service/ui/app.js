@@ -339,12 +339,26 @@ async function pollMetrics(id) {
   }
 }
 
+// Names for the scores whose field name alone misleads: the teacher-forced ones say so (the
+// issue's rule: generation first, teacher forcing labelled), and the strict subject figure says it
+// counts answers unchanged word for word (a kept answer that now mentions the edit counts as changed).
+const SCORE_LABELS = {
+  subject_locality_generation: "subject answers unchanged word for word",
+  subject_hijack: "subject questions answered with the target",
+  reliability: "reliability (teacher-forced)",
+  generalization: "generalization (teacher-forced)",
+  locality: "locality (teacher-forced)",
+  portability: "portability (teacher-forced)",
+  probe_locality: "probe locality (teacher-forced)",
+};
+
 /** Every {before, after, n} object in a metrics response, wherever it is nested: sets added later draw too. */
 function scoreEntries(obj, path = []) {
   const out = [];
   for (const [name, value] of Object.entries(obj || {})) {
     if (!value || typeof value !== "object") continue;
-    if ("before" in value || "after" in value) out.push({ name: [...path, name].join(" · ").replaceAll("_", " "), key: [...path, name].join("."), ...value });
+    const key = [...path, name].join(".");
+    if ("before" in value || "after" in value) out.push({ name: SCORE_LABELS[key] || [...path, name].join(" · ").replaceAll("_", " "), key, ...value });
     else out.push(...scoreEntries(value, [...path, name]));
   }
   return out;
@@ -629,10 +643,25 @@ async function refreshVersions(older = false) {
   select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "0";
 }
 
-const HEALTH_LABELS = { model: "Model", version: "Version served", state_sha256: "Weights (sha256)", active_edits: "Active edits", editor: "Editor", device: "Device", dtype: "Data type" };
+const HEALTH_LABELS = { model: "Model", version: "Version served", state_sha256: "Weights (sha256)", active_edits: "Active edits", editor: "Editor", device: "Device", dtype: "Data type", memory: "Edits held", health: "Health" };
+
+// GET /model's `health` in words: the capability set, the largest weight change a question meets, background work.
+function healthText(h) {
+  const parts = [];
+  if (h.capability_pending) parts.push("capability set: being measured");
+  else if (h.capability !== null && h.capability !== undefined) {
+    const routed = h.capability_routed_into_edits ? `, ${h.capability_routed_into_edits} of them routed into an edit` : "";
+    parts.push(`capability set: ${Number(h.capability).toFixed(1)} % of ${h.capability_n} answers as unedited${routed}`);
+  }
+  if (typeof h.max_norm_ratio === "number") parts.push(`largest ‖ΔW‖/‖W‖ a question meets: ${h.max_norm_ratio.toFixed(3)}`);
+  if (typeof h.background_pending === "number")
+    parts.push(h.background_pending ? `${h.background_pending} background job${h.background_pending === 1 ? "" : "s"} (refit, check, scoring) queued or running` : "no background work");
+  return parts.join(" · ");
+}
 
 function healthValue(key, value) {
   if (key === "active_edits") return `${value.length}${value.length ? `: ${value.map(short).join(", ")}` : ""}`;
+  if (key === "health" && value && typeof value === "object") return healthText(value);
   if (key === "editor" && value && typeof value === "object")
     return `${value.tag}${value.trained === false ? " (untrained)" : ""}${value.instruct ? ", instructed" : ""}${value.path ? ` · ${value.path}` : ""}`;
   if (value && typeof value === "object") return Object.entries(value).map(([k, v]) => `${k.replaceAll("_", " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ");

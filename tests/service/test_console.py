@@ -184,9 +184,15 @@ def test_ask_edit_compare_and_roll_back(page, service):
     row = page.locator(f'#history-rows tr[data-edit="{edit["id"]}"]')
     expect(row.locator(".status")).to_have_text("applied")
     expect(row.locator("td").nth(2)).to_have_text(f"v{edit['version']}")
-    expect(row.locator("td.scores")).to_contain_text("reliability:")
+    expect(row.locator("td.scores")).to_contain_text("reliability plain:")
+    expect(row.locator("td.scores")).to_contain_text("reliability (teacher-forced):")  # labelled as such
     model = service.model()
     expect(page.locator('#health dd[data-field="state_sha256"]')).to_have_text(model["state_sha256"])
+    # health in words, not raw fields ("capability: null · capability pending: true")
+    health = page.locator('#health dd[data-field="health"]')
+    expect(health).to_contain_text("capability set: ")
+    expect(health).to_contain_text(f"largest ‖ΔW‖/‖W‖ a question meets: {model['health']['max_norm_ratio']:.3f}")
+    expect(health).not_to_contain_text("null")
     versions = service.client.get("/versions").json()["items"]
     assert [v["version"] for v in versions] == list(range(model["version"], -1, -1))
     for v in versions:
