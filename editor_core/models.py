@@ -188,10 +188,11 @@ def pull_smollm2(target: Path | None = None, *, force: bool = False, gguf: Path 
     tok.save_pretrained(tmp)
     # safetensors writes its file readable by its owner alone; give every file the mode the umask
     # gives a new file, so that a cache filled by one user (root, building an image) serves another
-    mask = os.umask(0)
+    mask = os.umask(0o022)  # read it (a harmless value in between: the umask is process-wide)
     os.umask(mask)
     for f in tmp.iterdir():
-        f.chmod(0o666 & ~mask)
+        if f.is_file():
+            f.chmod(0o666 & ~mask)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         shutil.rmtree(target)

@@ -90,8 +90,9 @@ class RefitConfig:
     # bench/results/lifelong_val.md) 8 against 0: fluency past EOS 1.05x against 0.60x, rephrasings
     # 80.0 / 80.0 % against 86.7 / 83.3 % (plain / chat; 4 against 0: 0.95x, 83.3 / 76.7 %), and
     # 1.45x the refit's time (bench/refit_speed.py). On test at N = 100: fluency 1.01x against
-    # 0.71x, rephrasings 69 / 82 % against 79 / 82 %. (Session 8, with the 1-weight refit: 16 raised
-    # fluency from 0.25x to 0.69x, plain rephrasings 83 % -> 62 %.)
+    # 0.71x, rephrasings 69 / 82 % against 79 / 82 % (74 / 91 % since session 14's kept questions).
+    # (Session 8, with the 1-weight refit: 16 raised fluency from 0.25x to 0.69x, plain rephrasings
+    # 83 % -> 62 %.)
     keep: int = 8
     keep_weight: float = 1.0
     # Other questions about the edit's subject (the first `subject_questions` of SUBJECT_QUESTIONS,

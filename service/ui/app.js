@@ -343,8 +343,8 @@ async function pollMetrics(id) {
 // issue's rule: generation first, teacher forcing labelled), and the strict subject figure says it
 // counts answers unchanged word for word (a kept answer that now mentions the edit counts as changed).
 const SCORE_LABELS = {
-  subject_locality_generation: "subject answers unchanged word for word",
-  subject_hijack: "subject questions answered with the target",
+  subject_locality_generation: "subject answers unchanged word for word (chat)",
+  subject_hijack: "subject questions answered with the target (chat)",
   reliability: "reliability (teacher-forced)",
   generalization: "generalization (teacher-forced)",
   locality: "locality (teacher-forced)",
@@ -643,7 +643,7 @@ async function refreshVersions(older = false) {
   select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "0";
 }
 
-const HEALTH_LABELS = { model: "Model", version: "Version served", state_sha256: "Weights (sha256)", active_edits: "Active edits", editor: "Editor", device: "Device", dtype: "Data type", memory: "Edits held", health: "Health" };
+const HEALTH_LABELS = { model: "Model", version: "Version served", state_sha256: "Weights (sha256)", active_edits: "Active edits", editor: "Editor", device: "Device", dtype: "Data type", memory: "How edits are held", health: "Health" };
 
 // GET /model's `health` in words: the capability set, the largest weight change a question meets, background work.
 function healthText(h) {
@@ -661,7 +661,7 @@ function healthText(h) {
 
 function healthValue(key, value) {
   if (key === "active_edits") return `${value.length}${value.length ? `: ${value.map(short).join(", ")}` : ""}`;
-  if (key === "health" && value && typeof value === "object") return healthText(value);
+  if (key === "health") return value && typeof value === "object" ? healthText(value) : "not reported";
   if (key === "editor" && value && typeof value === "object")
     return `${value.tag}${value.trained === false ? " (untrained)" : ""}${value.instruct ? ", instructed" : ""}${value.path ? ` · ${value.path}` : ""}`;
   if (value && typeof value === "object") return Object.entries(value).map(([k, v]) => `${k.replaceAll("_", " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ");
