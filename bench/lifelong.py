@@ -38,14 +38,15 @@ from editor_core.editors.locft import LocFT
 from editor_core.lifelong import capability_questions
 from editor_core.lifelong import lifelong_records as edit_records
 from editor_core.models import load_model
-from editor_core.refit import RefitConfig
+from editor_core.refit import SUBJECT_QUESTIONS, RefitConfig
 from editor_core.routing import RouterConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
 RESULTS = Path(__file__).resolve().parent / "results"
-# Part of the cache's name beside the refit's settings: raise it when the refit's code changes what
-# a setting computes (2: `keep` reads the whole vocabulary, session 13; 3: no bare "{} is" among the
-# kept subject questions, session 14), so no older edit is reused.
+# Part of the cache's name beside the refit's settings and its kept subject questions' texts: raise it
+# when the refit's code changes what a setting computes (2: `keep` reads the whole vocabulary, session
+# 13; 3: no bare "{} is" among the kept subject questions, session 14, before their texts were part of
+# the name), so no older edit is reused.
 REFIT_CODE = 3
 METHODS = ("instructedit/summed", "ft-l/summed", "locft-bf/all", "instructedit/routed", "instructedit/routed+refit", "refit-only/routed")
 
@@ -175,10 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     refit_cfg = dataclasses.replace(RefitConfig(), lr=args.refit_lr, steps=args.refit_steps, **overrides)
     reference: dict = {}
 
+    def refit_settings() -> dict:
+        """The refit's settings, with the texts of the subject questions it keeps (module constants)."""
+        return {**dataclasses.asdict(refit_cfg), "subject_question_texts": list(SUBJECT_QUESTIONS[: refit_cfg.subject_questions])}
+
     def save(res: dict) -> None:
         res["split"] = args.split
         if "+refit" in res["method"] or res["method"].startswith("refit-only"):
-            res["refit"] = dataclasses.asdict(refit_cfg)
+            res["refit"] = refit_settings()
         if "/routed" in res["method"]:
             res["router"] = dataclasses.asdict(router)
         if out.exists():  # other benches (lifelong_speed.py, parallel runs of this one) may have written since
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     def cache_of(name: str) -> Path:
-        named = {**dataclasses.asdict(refit_cfg), "code": REFIT_CODE}
+        named = {**refit_settings(), "code": REFIT_CODE}
         settings = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
         return args.cache / args.split / f"{name.replace('/', '_')}-refit{settings}"
 
