@@ -27,8 +27,9 @@ model's next-token distributions pulled to the base's):
   "Quito" to "Tell me about Peru's history." The refit then also stops only
   once these questions' greedy continuations are the base's again.
 * `relation_questions` (off): questions about another relation of the subject
-  ("The founder of Peru is"); measured on validation, not adopted yet
-  (docs/RESULTS.md, "Another relation, on validation").
+  ("The founder of Peru is"); measured on validation, not adopted: it costs
+  the edit's own rephrasings about as much as it saves (docs/RESULTS.md,
+  "Another relation, on validation").
 * `keep`: what follows the answer (EOS left out, as in a text forced on past
   the answer, which is how fluency is measured). Without it the fitted model's
   next choice after the answer is often the chat template's `<|im_start|>`, and
@@ -111,7 +112,10 @@ class RefitConfig:
     # On the first 9 validation edits of "relval" (bench/results/lifelong_val.md) 4 questions,
     # 8 tokens, stopping on them (then in one anchor with the subject questions) took another
     # relation's answers from 89 / 89 % hijacked (plain / chat) to 78 / 67 %, at twice the
-    # refit's time: not adopted.
+    # refit's time: not adopted. Session 15, on the default: 12 questions, 3 tokens, KL only took
+    # 30 relval edits' hijack from 76.7 / 76.7 to 53.3 / 46.7 %, and 30 validation edits' own
+    # rephrasings from 80 / 100 to 63.3 / 70 % (4 questions: 73.3 / 63.3 and 70 / 73.3): not
+    # adopted, each relation question saved cost about one rephrasing (docs/RESULTS.md).
     relation_questions: int = 0
     relation_tokens: int = 8
     relation_stop: bool = True
