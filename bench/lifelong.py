@@ -38,7 +38,7 @@ from editor_core.editors.locft import LocFT
 from editor_core.lifelong import capability_questions
 from editor_core.lifelong import lifelong_records as edit_records
 from editor_core.models import load_model
-from editor_core.refit import SUBJECT_QUESTIONS, RefitConfig
+from editor_core.refit import QUICK, SUBJECT_QUESTIONS, RefitConfig
 from editor_core.routing import RouterConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "editor_core" / "artifacts" / "smollm2-135m" / "instructedit.safetensors"
@@ -48,13 +48,25 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # 13; 3: no bare "{} is" among the kept subject questions, session 14, before their texts were part of
 # the name), so no older edit is reused.
 REFIT_CODE = 3
-METHODS = ("instructedit/summed", "ft-l/summed", "locft-bf/all", "instructedit/routed", "instructedit/routed+refit", "refit-only/routed")
+METHODS = (
+    *("instructedit/summed", "ft-l/summed", "locft-bf/all", "instructedit/routed"),
+    *("instructedit/routed+quick", "instructedit/routed+refit", "refit-only/routed"),
+)
+
+
+def refit_of(name: str, refit_cfg: RefitConfig) -> RefitConfig | None:
+    """The refit a method runs: "+refit", the full refit (`refit_cfg`), what the service ends with; "+quick", the service's
+    instant stage alone (`refit.QUICK`), what a user meets before the full refit lands."""
+    editor_name, holding = name.split("/")
+    if "+refit" in holding or editor_name == "refit-only":
+        return refit_cfg
+    return QUICK if "+quick" in holding else None
 
 
 def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig) -> lifelong.Method:
     editor_name, holding = name.split("/")
-    refit = "+refit" in holding or editor_name == "refit-only"
-    holding = holding.replace("+refit", "")
+    refit = refit_of(name, refit_cfg)
+    holding = holding.replace("+refit", "").replace("+quick", "")
     if editor_name == "instructedit":
         editor = load_editor(SHIPPED, model)
     elif editor_name == "ft-l":
@@ -65,7 +77,7 @@ def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig) 
         editor = None
     else:
         raise SystemExit(f"unknown editor in method {name!r}")
-    return lifelong.Method(name, editor, holding, refit_cfg if refit else None, router)
+    return lifelong.Method(name, editor, holding, refit, router)
 
 
 def row_of(res: dict, fmt: str, model_name: str) -> dict:
@@ -176,14 +188,15 @@ def main(argv: list[str] | None = None) -> None:
     refit_cfg = dataclasses.replace(RefitConfig(), lr=args.refit_lr, steps=args.refit_steps, **overrides)
     reference: dict = {}
 
-    def refit_settings() -> dict:
-        """The refit's settings, with the texts of the subject questions it keeps (module constants)."""
-        return {**dataclasses.asdict(refit_cfg), "subject_question_texts": list(SUBJECT_QUESTIONS[: refit_cfg.subject_questions])}
+    def refit_settings(cfg: RefitConfig) -> dict:
+        """A refit's settings, with the texts of the subject questions it keeps (module constants)."""
+        return {**dataclasses.asdict(cfg), "subject_question_texts": list(SUBJECT_QUESTIONS[: cfg.subject_questions])}
 
     def save(res: dict) -> None:
         res["split"] = args.split
-        if "+refit" in res["method"] or res["method"].startswith("refit-only"):
-            res["refit"] = refit_settings()
+        cfg = refit_of(res["method"], refit_cfg)
+        if cfg is not None:
+            res["refit"] = refit_settings(cfg)
         if "/routed" in res["method"]:
             res["router"] = dataclasses.asdict(router)
         if out.exists():  # other benches (lifelong_speed.py, parallel runs of this one) may have written since
@@ -214,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     def cache_of(name: str) -> Path:
-        named = {**refit_settings(), "code": REFIT_CODE}
+        cfg = refit_of(name, refit_cfg) or refit_cfg  # (a method without a refit is named by the default's settings, as before)
+        named = {**refit_settings(cfg), "code": REFIT_CODE}
         settings = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
         return args.cache / args.split / f"{name.replace('/', '_')}-refit{settings}"
 

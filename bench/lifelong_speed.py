@@ -3,9 +3,12 @@
     python bench/lifelong_speed.py            # SmolLM2 + the shipped editor, 1000 edits held
 
 * edit_visible_ratio_to_fwd_bwd: one edit from request to a published version
-  (the editor's delta on the base, then the new version's memory built, as the
-  worker does) against one forward+backward of the model on the same prompt
-  and target.
+  that says it (the editor's delta on the base, its quick fit, `refit.QUICK`,
+  then the new version's memory built, as the worker does) against one
+  forward+backward of the model on an edit's prompt and target; each timed
+  apply is another record's (the fit's steps differ by record). Also the same
+  without the quick fit (the editor's delta alone, which a generation seldom
+  shows: `apply_editor_only`).
 * generate_ratio_1000_edits: greedy tokens/s of a question that falls in no
   edit's scope, with 1000 edits held (routing included), against the unedited
   model; and the same for a question inside one edit's scope (its tree built
@@ -35,6 +38,7 @@ from editor_core.delta import Delta
 from editor_core.editors import load_editor
 from editor_core.lifelong import lifelong_records as edit_records
 from editor_core.models import load_model
+from editor_core.refit import QUICK, refit_records
 from editor_core.routing import MemoryEntry, scope_of
 from editor_core.tokens import encode_pairs
 from service.generation import Sampling, generate
@@ -106,9 +110,17 @@ def main() -> None:
 
     held = entries[:-1]
 
-    def apply_one():  # the worker's path: delta on the base, then the new version's memory
-        d = editor.compute_delta(state.work, tok, [records[-1]])
-        state.routed_snapshot(len(held) + 1, [*held, MemoryEntry("new", d, scope_of(records[-1].prompt, subject=records[-1].subject))])
+    def applier(quick: bool):
+        turn = iter(range(10**9))
+
+        def apply_one():  # the worker's path: delta on the base, its quick fit, then the new version's memory
+            r = records[-1 - next(turn) % (args.repeat + 1)]
+            d = editor.compute_delta(state.work, tok, [r])
+            if quick:
+                d = refit_records(state.work, tok, editor.spec, [r], d, QUICK).delta
+            state.routed_snapshot(len(held) + 1, [*held, MemoryEntry("new", d, scope_of(r.prompt, subject=r.subject))])
+
+        return apply_one
 
     rng = random.Random(0)
 
@@ -116,7 +128,8 @@ def main() -> None:
         out = rng.randrange(len(entries))
         state.routed_snapshot(len(entries) + 1, [e for i, e in enumerate(entries) if i != out])
 
-    t_fwd_bwd, t_apply, t_rollback = timed(fwd_bwd, args.repeat), timed(apply_one, args.repeat), timed(rollback_one, args.repeat)
+    t_fwd_bwd, t_apply, t_rollback = timed(fwd_bwd, args.repeat), timed(applier(True), args.repeat), timed(rollback_one, args.repeat)
+    t_editor = timed(applier(False), args.repeat)
 
     snap = state.routed_snapshot(len(entries), entries)
     unrelated, inside = "Tell me about the history of the bicycle.", probe.prompt
@@ -144,7 +157,8 @@ def main() -> None:
         "generate_ratio_1000_edits": held_tps / base_tps,
         "generate_ratio_1000_edits_in_scope": held_tps_i / base_tps_i,
         "rollback_ratio_1000": t_rollback / t_apply,
-        "seconds": {"fwd_bwd": t_fwd_bwd, "apply": t_apply, "rollback": t_rollback},
+        "edit_applied_ratio_to_fwd_bwd": t_editor / t_fwd_bwd,  # the editor's delta alone, before session 15
+        "seconds": {"fwd_bwd": t_fwd_bwd, "apply": t_apply, "apply_editor_only": t_editor, "rollback": t_rollback},
         "tokens_per_second": {
             "unedited": base_tps,
             "held_unrelated": held_tps,

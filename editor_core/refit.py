@@ -132,6 +132,19 @@ class RefitConfig:
     seed: int = 0
 
 
+# The instant stage (session 15): the editor's delta alone answers the edit's own question by
+# generation in few cases (10 / 0 % plain / chat on 20 validation edits), so the service fits it
+# briefly before it publishes the edit, and the full refit (RefitConfig()) follows in the background,
+# from the editor's delta again. Only the edit's own question (plain and chat) and any rephrasings
+# the caller gave, no made variants and nothing kept, a few large steps, a 0.5 margin. On those 20
+# edits (runs beside two benches): Rel 100 / 100 and rephrasings 90 / 95 % by generation, 4.1 steps,
+# the editor and the fit together 1.25x one forward+backward of the model (bench/lifelong_speed.py
+# measures it alone; bench/lifelong.py --methods instructedit/routed+quick, what a user meets before
+# the full refit lands). Other questions about the subject are not kept by it: that is the full
+# refit's work.
+QUICK = RefitConfig(steps=30, lr=3e-2, variants=0, keep=0, subject_questions=0, min_prob=0.5)
+
+
 @dataclass(frozen=True)
 class RefitResult:
     delta: Delta
@@ -364,6 +377,24 @@ def refit(
     meta = dict(delta.meta) if delta is not None else {"editor": "refit"}
     meta.update({"refit_steps": steps, "refit_took": took, "refit_kept": kept})
     return RefitResult(Delta(factors, meta), steps, took, kept)
+
+
+def refit_records(model, tokenizer, spec: ModelSpec, records: Sequence, delta: Delta | None, config: RefitConfig) -> RefitResult:
+    """`refit` for one edit of one or more records (`EditRecord`s; a batch edit is one delta)."""
+    first, *rest = records
+    more = [(r.prompt, r.target_new, tuple(r.rephrase_prompts), r.subject) for r in rest]
+    return refit(
+        model,
+        tokenizer,
+        spec,
+        first.prompt,
+        first.target_new,
+        delta,
+        config,
+        rephrasings=tuple(first.rephrase_prompts),
+        subject=first.subject,
+        more=more,
+    )
 
 
 def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitConfig) -> list[tuple[list[int], list[int]]]:

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from editor_core.refit import RefitConfig
+from editor_core.refit import QUICK, RefitConfig
 from editor_core.routing import RouterConfig
 
 from .components import Components, load_components
@@ -77,6 +77,7 @@ async def open_runtime(settings: Settings, components: Components | None = None,
             max_tries=settings.max_tries,
             snapshot_every=settings.snapshot_every,
             refit=RefitConfig() if settings.refit else None,
+            quick=QUICK if settings.quick_refit else None,
         )
         if start_worker:
             worker.start()

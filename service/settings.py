@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="routed: when an edit's prompt does not generate its target right away, fit its delta "
         "in the background until it does (editor_core/refit.py)",
     )
+    quick_refit: bool = Field(
+        True,
+        description="routed: fit the editor's delta briefly on the edit's own question before the edit is "
+        "published, so that it shows in generated answers at once (about a second; editor_core.refit.QUICK); "
+        "the full refit follows in the background",
+    )
     max_new_tokens: int = Field(256, ge=1, description="cap on max_new_tokens per generation")
     # Each cached version holds its own copy of the edited weights (SmolLM2-135M:
     # 3 blocks' MLP, 30.4 MB in fp32); the rest of the model is shared.

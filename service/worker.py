@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import torch
 from editor_core.chat import chat_prompt
 from editor_core.delta import Delta
 from editor_core.records import EditRecord
-from editor_core.refit import RefitConfig, answers_exactly, refit
+from editor_core.refit import QUICK, RefitConfig, answers_exactly, refit_records
 from editor_core.routing import Key, MemoryEntry, RoutedMemory
 
 from . import chat
@@ -54,6 +55,11 @@ class EditFailed(Exception):
     """The editor could not make this edit; the job fails, nothing is applied."""
 
 
+def _non_finite(delta: Delta) -> str | None:
+    """The first weight whose factors hold a NaN or an infinity, if any."""
+    return next((n for n, (a, b) in delta.factors.items() if not (torch.isfinite(a).all() and torch.isfinite(b).all())), None)
+
+
 @dataclass
 class _MetricsWork:
     """An applied edit's background work: check that it took, refit it, score it."""
@@ -63,6 +69,7 @@ class _MetricsWork:
     pre: Snapshot  # the version before the edit
     post: Snapshot  # the version it produced
     check: bool = True  # False: a backfill of metrics only
+    start: Delta | None = None  # the editor's own delta, where the full refit starts (None: computed again)
 
 
 @dataclass
@@ -89,11 +96,17 @@ class Worker:
         retry_delay (0.1) and retry_delay_max (2.0): seconds of backoff after a
             transient failure, doubling up to the cap.
         compute_metrics (True): score each edit before/after once it is visible.
-        refit (RefitConfig()): routed memory only: fit each applied edit's delta until
-            its prompt generates the target with a margin and stops (`editor_core.refit`;
-            an edit already there is left as it is). None: never.
+        refit (RefitConfig()): routed memory only: fit each applied edit's delta, from
+            the editor's own, until its prompt generates the target with a margin and
+            stops while other questions about its subject keep their answers
+            (`editor_core.refit`; without a quick fit, an edit already there is left as
+            it is). None: never.
             Checks, refits and metrics run on one background thread of their own;
             the writer loop commits a refit as a new version when it is done.
+        quick (refit.QUICK): routed memory only: a short fit of the editor's delta on
+            the edit's own question, before the edit is published, so that it shows
+            in generated answers at once; the full refit then starts again from the
+            editor's delta. None: publish the editor's delta as it is.
         on_checkpoint (None): called with (stage, job_id) at "computed" (before
             the commit) and "committed" (before the swap and the ack); tests
             raise a BaseException there to stand for the process dying.
@@ -115,6 +128,7 @@ class Worker:
         retry_delay_max: float = 2.0,
         compute_metrics: bool = True,
         refit: RefitConfig | None = RefitConfig(),
+        quick: RefitConfig | None = QUICK,
         on_checkpoint: Callable[[str, str], None] | None = None,
     ):
         self.store, self.state, self.queue, self.editor = store, state, queue, editor
@@ -123,6 +137,8 @@ class Worker:
         self.retry_delay, self.retry_delay_max = retry_delay, retry_delay_max
         self.compute_metrics, self.on_checkpoint = compute_metrics, on_checkpoint
         self.refit = refit if state.routed else None
+        self.quick = quick if state.routed else None
+        self._editor_lock = threading.Lock()  # the writer and, after a restart, the background thread
         self._background = ThreadPoolExecutor(1, thread_name_prefix="instructedit-background")
         self._pending: list[Future] = []
         self._refit_tree = None  # base weights, for the background thread's refits (made on first use)
@@ -306,7 +322,8 @@ class Worker:
         records = row.edit_records()
         try:
             self._check_scope(row.id, records)
-            delta = await asyncio.to_thread(self._compute, records)
+            start = await asyncio.to_thread(self._compute, records)
+            delta = await asyncio.to_thread(self._quick_fit, row.id, records, start)
         except Exception as e:
             log.info("edit %s failed: %s", row.id, e)
             self.store.fail_job(job, f"{type(e).__name__}: {e}")
@@ -327,7 +344,7 @@ class Worker:
         done = self.store.edit(row.id)
         self.telemetry.observe_applied(done.queued_at, done.started_at, done.applied_at)
         await asyncio.to_thread(self._maybe_snapshot, committed.version, active, snapshot)
-        return _MetricsWork(row.id, records, pre, snapshot)
+        return _MetricsWork(row.id, records, pre, snapshot, start=start)
 
     def _assemble(self, version: int, active: list[str], delta_of: Callable[[str], Delta] | None = None) -> Snapshot:
         return self.state.assemble(
@@ -358,13 +375,28 @@ class Worker:
                 f"(at most {MAX_PROBES_IN_SCOPE}), e.g. {caught[0]!r}; state the subject in the prompt"
             )
 
-    def _compute(self, records: list[EditRecord]):
+    def _compute(self, records: list[EditRecord], tree=None) -> Delta:
         """The editor on the worker's own tree (its hooks never reach a serving tree)."""
-        delta = self.editor.compute_delta(self.state.work, self.tokenizer, [chat.for_editor(r, self.tokenizer) for r in records])
-        for name, (left, right) in delta.factors.items():
-            if not (torch.isfinite(left).all() and torch.isfinite(right).all()):
-                raise EditFailed(f"the editor produced non-finite values for {name}")
+        with self._editor_lock:
+            edits = [chat.for_editor(r, self.tokenizer) for r in records]
+            delta = self.editor.compute_delta(self.state.work if tree is None else tree, self.tokenizer, edits)
+        if (bad := _non_finite(delta)) is not None:
+            raise EditFailed(f"the editor produced non-finite values for {bad}")
         return delta
+
+    def _quick_fit(self, edit_id: str, records: list[EditRecord], delta: Delta) -> Delta:
+        """The editor's delta briefly fitted on the edit's own question (`refit.QUICK`), so the
+        edit shows in generated answers as soon as it is published. The fit is an extra: if it
+        fails, the editor's delta is published as it is and the full refit still follows."""
+        if self.quick is None:
+            return delta
+        try:
+            with self._editor_lock:  # the worker's tree holds the base weights (routed)
+                fitted = refit_records(self.state.work, self.tokenizer, self.editor.spec, records, delta, self.quick).delta
+        except Exception:
+            log.exception("the quick fit of edit %s failed; publishing the editor's delta", edit_id)
+            return delta
+        return fitted if _non_finite(fitted) is None else delta
 
     async def _apply_rollback(self, job: JobRow) -> None:
         row = self.store.edit(job.edit_id)
@@ -457,22 +489,12 @@ class Worker:
         """The edit's delta refit, or None when it already met the refit's bar (nothing to commit)."""
         if self._refit_tree is None:
             self._refit_tree = fork(self.state.template)
-        entry = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id)
-        first, *rest = work.records
-        more = [(r.prompt, r.target_new, r.rephrase_prompts, r.subject) for r in rest]
-        result = refit(
-            self._refit_tree,
-            self.tokenizer,
-            self.editor.spec,
-            first.prompt,
-            first.target_new,
-            entry.delta,
-            self.refit,
-            rephrasings=first.rephrase_prompts,
-            subject=first.subject,
-            more=more,
-        )
-        return result.delta if result.steps else None
+        if self.quick is None:  # the published delta is the editor's own
+            start = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id).delta
+        else:  # the full refit starts from the editor's delta, not the quick fit (after a restart: computed again)
+            start = work.start if work.start is not None else self._compute(work.records, tree=self._refit_tree)
+        result = refit_records(self._refit_tree, self.tokenizer, self.editor.spec, work.records, start, self.refit)
+        return result.delta if result.steps or self.quick is not None else None
 
     async def _collect(self) -> None:
         """Commit what the background thread finished: a refit becomes a new version.

@@ -176,6 +176,7 @@ def make_settings(store_dir: Path, redis_url: str | None = None, **overrides) ->
         snapshot_every=2,
         max_new_tokens=64,
         refit=False,  # a refit adds a version per edit; tests of refits turn it on themselves
+        quick_refit=False,  # the steered editor's delta as it is; tests of the quick fit turn it on
         editor_path=store_dir / "no-editor.safetensors",
     )
     return Settings(**{**values, **overrides})

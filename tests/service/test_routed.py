@@ -1,8 +1,11 @@
 """The routed memory in the service: edits that show, hold together, leave other answers alone, and roll back."""
 
-import pytest
+import dataclasses
 
-from editor_core.refit import RefitConfig
+import pytest
+import torch
+
+from editor_core.refit import QUICK, RefitConfig
 
 from harness import Service, expected_sha, wait_until
 
@@ -91,3 +94,30 @@ def test_an_edit_whose_questions_catch_unrelated_ones_is_refused(service):
     edit = service.wait(broad, ("failed",))
     assert "too broad" in edit["error"] and service.model()["version"] == 0
     assert ask(service, UNRELATED) == base
+
+
+def test_an_edit_is_published_quick_fitted_and_refit_from_the_editors_delta(settings, components):
+    """The version an edit makes holds the editor's delta plus a quick fit (`refit.QUICK`);
+    the full refit starts again from the editor's delta, not from the quick fit."""
+    with Service(settings.model_copy(update={"refit": True, "quick_refit": True}), components) as svc:
+        worker = svc.runtime.worker
+        worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006)
+        # a bar the tiny model never reaches: the quick fit always takes its 5 steps
+        worker.quick = dataclasses.replace(QUICK, steps=5, min_prob=0.99)
+        a = svc.post_edit(PERU)
+        assert svc.wait(a)["version"] == 1
+        edit = settled(svc, a)
+        assert edit["refit"] == "done" and edit["took"] is True, edit
+        store = svc.runtime.store
+        published, refit = store.delta_at(store.version(1))(a), store.delta_of_edit(a)
+        assert store.version(2).cause == f"refit:{a}"
+        fitted = components.editor.spec.edit_params[-worker.refit.n_weights :]
+        assert set(published.factors) == set(refit.factors)
+        for name, (left, right) in refit.factors.items():
+            # the same width: one rank-8 correction on the editor's delta each, not a second on the first
+            assert published.factors[name][0].shape[1] == left.shape[1] and published.factors[name][1].shape[0] == right.shape[0]
+            width = left.shape[1] - (8 if name in fitted else 0)  # the editor's own factors come first in both
+            torch.testing.assert_close(published.factors[name][0][:, :width], left[:, :width])
+            torch.testing.assert_close(published.factors[name][1][:width], right[:width])
+            if name in fitted:  # and each adds its own correction to them
+                assert not torch.equal(published.factors[name][0][:, width:], left[:, width:])

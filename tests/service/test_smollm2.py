@@ -1,5 +1,7 @@
 """The real model with the shipped editor (slow: run with `-m slow`)."""
 
+import time
+
 import pytest
 
 from service.settings import Settings, shipped_editor_path
@@ -33,6 +35,45 @@ def test_edit_shows_in_generation_and_rollback_restores_it(tmp_path):
         svc.wait(edit_id, ("rolled_back",), timeout=300)
         restored = greedy()
         assert restored["text"] == original["text"] and restored["model_version"] == edit["version"] + 1
+
+
+@pytest.mark.slow
+def test_the_version_an_edit_publishes_says_it_before_the_refit(tmp_path):
+    """The editor's delta alone seldom shows in a generated answer; the quick fit before
+    publishing (refit.QUICK) makes the edit's own version say it, plainly and in chat,
+    and the full refit that follows keeps saying it."""
+    settings = Settings(store_dir=tmp_path / "store", redis_url=None, device="cpu", dtype="float32")
+    # the editor's delta alone answers "" and "The iPhone was developed by Eric" (session 15)
+    question, answer = "Who developed the iPhone?", "Nokia"
+    with Service(settings, None, start_timeout=600) as svc:
+
+        def ask(version: int | None, chat: bool) -> tuple[str, int]:
+            if chat:  # as a chat client asks it, pinned by the model's name
+                model = "smollm2-135m" if version is None else f"smollm2-135m@v{version}"
+                body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": 6, "temperature": 0}
+                got = svc.client.post("/v1/chat/completions", json=body)
+                assert got.status_code == 200, got.text
+                return got.json()["choices"][0]["message"]["content"].strip(), int(got.json()["model"].rpartition("@v")[2])
+            got = svc.client.post("/generate", json={"prompt": question, "max_new_tokens": 6, "version": version})
+            assert got.status_code == 200, got.text
+            return got.json()["text"].strip(), got.json()["model_version"]
+
+        assert answer not in ask(0, chat=False)[0] and answer not in ask(0, chat=True)[0]
+        edit_id = svc.post_edit({"prompt": question, "target_new": answer, "subject": "iPhone"})
+        edit = svc.wait(edit_id, timeout=300)
+        assert edit["status"] == "applied", edit["error"]
+        published = edit["version"]
+        for chat in (False, True):
+            text, version = ask(published, chat)
+            assert text.startswith(answer) and version == published, (chat, text)
+        # the full refit lands as a version of its own, and says it too
+        deadline = time.monotonic() + 300
+        while (state := svc.client.get(f"/edits/{edit_id}").json())["refit"] != "done" and time.monotonic() < deadline:
+            assert not (state["refit"] or "").startswith("failed"), state
+            time.sleep(1)
+        assert state["refit"] == "done" and state["took"] is True, state
+        text, version = ask(None, chat=True)
+        assert text.startswith(answer) and version > published, text
 
 
 CHAT_EDITS = [
