@@ -121,3 +121,26 @@ def test_an_edit_is_published_quick_fitted_and_refit_from_the_editors_delta(sett
             torch.testing.assert_close(published.factors[name][1][:width], right[:width])
             if name in fitted:  # and each adds its own correction to them
                 assert not torch.equal(published.factors[name][0][:, width:], left[:, width:])
+
+
+def test_a_refit_left_unfinished_restarts_from_the_editors_delta(settings, components):
+    """A worker that died while an edit's refit was pending: the next one computes the
+    editor's delta again and refits from it, not from the quick-fitted delta it published."""
+    quick = dataclasses.replace(QUICK, steps=5, min_prob=0.99)  # the tiny model: always 5 steps
+    with Service(settings.model_copy(update={"quick_refit": True}), components) as svc:  # no refit here
+        svc.runtime.worker.quick = quick
+        a = svc.post_edit(PERU)
+        assert svc.wait(a)["version"] == 1
+        wait_until(lambda: svc.client.get(f"/edits/{a}").json()["took"] is not None, what="the check")
+        svc.runtime.store.set_took(a, took=None, refit="pending")  # as a worker that died mid-refit left it
+    with Service(settings.model_copy(update={"refit": True, "quick_refit": True}), components) as svc:
+        edit = settled(svc, a)
+        assert edit["refit"] == "done", edit
+        store = svc.runtime.store
+        published, refit = store.delta_at(store.version(1))(a), store.delta_of_edit(a)
+        assert store.version(2).cause == f"refit:{a}"
+        for name, (left, right) in refit.factors.items():
+            assert published.factors[name][0].shape[1] == left.shape[1]  # one correction each, not two
+            width = left.shape[1] - (8 if name in components.editor.spec.edit_params[-svc.runtime.worker.refit.n_weights :] else 0)
+            torch.testing.assert_close(published.factors[name][0][:, :width], left[:, :width])
+            torch.testing.assert_close(published.factors[name][1][:width], right[:width])
