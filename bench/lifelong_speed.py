@@ -6,7 +6,8 @@
   that says it (the editor's delta on the base, its quick fit, `refit.QUICK`,
   then the new version's memory built, as the worker does) against one
   forward+backward of the model on an edit's prompt and target; each timed
-  apply is another record's (the fit's steps differ by record). Also the same
+  apply is another record's (the fit's steps differ by record), sent without
+  rephrasings (the fit would also fit those). Also the same
   without the quick fit (the editor's delta alone, which a generation seldom
   shows: `apply_editor_only`).
 * generate_ratio_1000_edits: greedy tokens/s of a question that falls in no
@@ -24,6 +25,7 @@ validation records; their deltas are real editor deltas of those records
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -116,8 +118,8 @@ def main() -> None:
         def apply_one():  # the worker's path: delta on the base, its quick fit, then the new version's memory
             r = records[-1 - next(turn) % (args.repeat + 1)]
             d = editor.compute_delta(state.work, tok, [r])
-            if quick:
-                d = refit_records(state.work, tok, editor.spec, [r], d, QUICK).delta
+            if quick:  # an edit sent without rephrasings, as bench/lifelong.py's routed+quick fits it
+                d = refit_records(state.work, tok, editor.spec, [dataclasses.replace(r, rephrase_prompts=())], d, QUICK).delta
             state.routed_snapshot(len(held) + 1, [*held, MemoryEntry("new", d, scope_of(r.prompt, subject=r.subject))])
 
         return apply_one

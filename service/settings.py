@@ -56,14 +56,15 @@ class Settings(BaseSettings):
     )
     refit: bool = Field(
         True,
-        description="routed: when an edit's prompt does not generate its target right away, fit its delta "
-        "in the background until it does (editor_core/refit.py)",
+        description="routed: fit each edit's delta again in the background, from the editor's delta, until its "
+        "prompt generates the target with a margin while other questions about its subject keep their answers "
+        "(editor_core/refit.py); committed as a version of its own",
     )
     quick_refit: bool = Field(
         True,
         description="routed: fit the editor's delta briefly on the edit's own question before the edit is "
         "published, so that it shows in generated answers at once (about a second; editor_core.refit.QUICK); "
-        "the full refit follows in the background",
+        "the full refit (`refit`) follows in the background; with `refit` off the quick fit stays",
     )
     max_new_tokens: int = Field(256, ge=1, description="cap on max_new_tokens per generation")
     # Each cached version holds its own copy of the edited weights (SmolLM2-135M:

@@ -55,6 +55,12 @@ class EditFailed(Exception):
     """The editor could not make this edit; the job fails, nothing is applied."""
 
 
+def _quick_fitted(work: "_MetricsWork") -> bool:
+    """Whether the delta the edit was published with is a quick fit (a refit's, by its metadata)."""
+    published = next((e.delta for e in work.post.memory.entries if e.edit_id == work.edit_id), None) if work.post.memory else None
+    return published is not None and "refit_steps" in published.meta
+
+
 def _non_finite(delta: Delta) -> str | None:
     """The first weight whose factors hold a NaN or an infinity, if any."""
     return next((n for n, (a, b) in delta.factors.items() if not (torch.isfinite(a).all() and torch.isfinite(b).all())), None)
@@ -79,6 +85,7 @@ class _Finished:
     delta: Delta | None  # a refit delta to commit, if one was fitted
     metrics: dict | None
     error: str | None = None
+    refit: str | None = None  # the edit's refit state when no refit delta is committed (None: none needed)
 
     @property
     def edit_id(self) -> str:
@@ -396,7 +403,10 @@ class Worker:
         except Exception:
             log.exception("the quick fit of edit %s failed; publishing the editor's delta", edit_id)
             return delta
-        return fitted if _non_finite(fitted) is None else delta
+        if (bad := _non_finite(fitted)) is not None:
+            log.warning("the quick fit of edit %s gave non-finite values for %s; publishing the editor's delta", edit_id, bad)
+            return delta
+        return fitted
 
     async def _apply_rollback(self, job: JobRow) -> None:
         row = self.store.edit(job.edit_id)
@@ -465,14 +475,19 @@ class Worker:
         try:
             if not work.check:
                 return _Finished(work, None, None, measure(work.pre, work.post, self.tokenizer, work.records))
-            took, delta = self._took(work.post, work.records), None
+            took, delta, note = self._took(work.post, work.records), None, None
             if self.refit is not None:  # also when it took: the refit's margin and made variants carry it to rephrasings
                 delta = self._refit_delta(work)
             if delta is not None:
                 post = work.post.memory.entries
                 entries = [MemoryEntry(e.edit_id, delta, e.scope) if e.edit_id == work.edit_id else e for e in post]
-                took = self._took(self.state.routed_snapshot(work.post.version, entries), work.records)
-            return _Finished(work, took, delta, None)
+                refit_took = self._took(self.state.routed_snapshot(work.post.version, entries), work.records)
+                if took and not refit_took and _quick_fitted(work):  # the refit lost what the quick fit had: keep that
+                    log.warning("the refit of edit %s does not take; its quick fit stays", work.edit_id)
+                    delta, note = None, "failed: the refit did not take; the quick fit stays"
+                else:
+                    took = refit_took
+            return _Finished(work, took, delta, None, refit=note)
         except Exception as e:  # a report and a refit are extras: the edit stays applied as it is
             log.exception("background work for edit %s failed", work.edit_id)
             return _Finished(work, None, None, None, f"{type(e).__name__}: {e}")
@@ -489,12 +504,15 @@ class Worker:
         """The edit's delta refit, or None when it already met the refit's bar (nothing to commit)."""
         if self._refit_tree is None:
             self._refit_tree = fork(self.state.template)
-        if self.quick is None:  # the published delta is the editor's own
-            start = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id).delta
-        else:  # the full refit starts from the editor's delta, not the quick fit (after a restart: computed again)
-            start = work.start if work.start is not None else self._compute(work.records, tree=self._refit_tree)
+        published = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id).delta
+        if work.start is not None:  # the editor's delta, kept from the apply
+            start = work.start
+        elif _quick_fitted(work):  # after a restart: the editor's delta computed again, not the quick fit
+            start = self._compute(work.records, tree=self._refit_tree)
+        else:
+            start = published
         result = refit_records(self._refit_tree, self.tokenizer, self.editor.spec, work.records, start, self.refit)
-        return result.delta if result.steps or self.quick is not None else None
+        return result.delta if result.steps or start is not published else None
 
     async def _collect(self) -> None:
         """Commit what the background thread finished: a refit becomes a new version.
@@ -523,7 +541,7 @@ class Worker:
         if fin.delta is not None:
             post = await self._commit_refit(fin) or post
         else:
-            self.store.set_took(fin.edit_id, took=fin.took, refit=None)
+            self.store.set_took(fin.edit_id, took=fin.took, refit=fin.refit)
         if self.compute_metrics:  # scored on what is served now, the refit included
             self._schedule(_MetricsWork(fin.edit_id, fin.work.records, fin.work.pre, post, check=False))
 

@@ -16,9 +16,10 @@ UNRELATED = "Water is made of hydrogen and"
 
 @pytest.fixture
 def service(settings, components):
-    with Service(settings.model_copy(update={"refit": True}), components) as svc:
+    with Service(settings.model_copy(update={"refit": True, "quick_refit": True}), components) as svc:
         # the tiny random model: a firmer push, and a margin its flat logits allow
         svc.runtime.worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006)
+        svc.runtime.worker.quick = dataclasses.replace(QUICK, min_prob=0.006)
         yield svc
 
 

@@ -72,8 +72,9 @@ def test_the_version_an_edit_publishes_says_it_before_the_refit(tmp_path):
             assert not (state["refit"] or "").startswith("failed"), state
             time.sleep(1)
         assert state["refit"] == "done" and state["took"] is True, state
-        text, version = ask(None, chat=True)
-        assert text.startswith(answer) and version > published, text
+        for chat in (False, True):
+            text, version = ask(None, chat)
+            assert text.startswith(answer) and version > published, (chat, text)
 
 
 CHAT_EDITS = [
