@@ -55,10 +55,14 @@ class EditFailed(Exception):
     """The editor could not make this edit; the job fails, nothing is applied."""
 
 
-def _quick_fitted(work: "_MetricsWork") -> bool:
-    """Whether the delta the edit was published with is a quick fit (a refit's, by its metadata)."""
-    published = next((e.delta for e in work.post.memory.entries if e.edit_id == work.edit_id), None) if work.post.memory else None
-    return published is not None and "refit_steps" in published.meta
+def _published_delta(work: "_MetricsWork") -> Delta:
+    """The delta a routed edit was published with."""
+    return next(e.delta for e in work.post.memory.entries if e.edit_id == work.edit_id)
+
+
+def _is_quick_fit(delta: Delta) -> bool:
+    """A refit's delta (by its metadata): what an edit is published with when the quick fit is on."""
+    return "refit_steps" in delta.meta
 
 
 def _non_finite(delta: Delta) -> str | None:
@@ -482,7 +486,7 @@ class Worker:
                 post = work.post.memory.entries
                 entries = [MemoryEntry(e.edit_id, delta, e.scope) if e.edit_id == work.edit_id else e for e in post]
                 refit_took = self._took(self.state.routed_snapshot(work.post.version, entries), work.records)
-                if took and not refit_took and _quick_fitted(work):  # the refit lost what the quick fit had: keep that
+                if took and not refit_took and _is_quick_fit(_published_delta(work)):  # the refit lost what the quick fit had: keep that
                     log.warning("the refit of edit %s does not take; its quick fit stays", work.edit_id)
                     delta, note = None, "failed: the refit did not take; the quick fit stays"
                 else:
@@ -504,10 +508,10 @@ class Worker:
         """The edit's delta refit, or None when it already met the refit's bar (nothing to commit)."""
         if self._refit_tree is None:
             self._refit_tree = fork(self.state.template)
-        published = next(e for e in work.post.memory.entries if e.edit_id == work.edit_id).delta
+        published = _published_delta(work)
         if work.start is not None:  # the editor's delta, kept from the apply
             start = work.start
-        elif _quick_fitted(work):  # after a restart: the editor's delta computed again, not the quick fit
+        elif _is_quick_fit(published):  # after a restart: the editor's delta computed again, not the quick fit
             start = self._compute(work.records, tree=self._refit_tree)
         else:
             start = published
