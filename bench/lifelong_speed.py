@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import random
 import statistics
@@ -113,7 +114,7 @@ def main() -> None:
     held = entries[:-1]
 
     def applier(quick: bool):
-        turn = iter(range(10**9))
+        turn = itertools.count()
 
         def apply_one():  # the worker's path: delta on the base, its quick fit, then the new version's memory
             r = records[-1 - next(turn) % (args.repeat + 1)]
