@@ -145,3 +145,20 @@ def test_a_refit_left_unfinished_restarts_from_the_editors_delta(settings, compo
             width = left.shape[1] - (8 if name in components.editor.spec.edit_params[-svc.runtime.worker.refit.n_weights :] else 0)
             torch.testing.assert_close(published.factors[name][0][:, :width], left[:, :width])
             torch.testing.assert_close(published.factors[name][1][:width], right[:width])
+
+
+def test_a_refit_that_does_not_take_leaves_the_quick_fit(settings, components):
+    """Where the full refit ends without the edit's answer and the quick fit had it, the
+    published quick fit stays (no refit version) and the edit says why."""
+    with Service(settings.model_copy(update={"refit": True, "quick_refit": True}), components) as svc:
+        worker = svc.runtime.worker
+        worker.quick = dataclasses.replace(QUICK, min_prob=0.006)
+        worker.refit = RefitConfig(steps=0)  # a refit that stops before its first step: the editor's delta alone
+        base = ask(svc, PERU["prompt"])
+        a = svc.post_edit(PERU)
+        assert svc.wait(a)["version"] == 1
+        edit = settled(svc, a)
+        assert edit["took"] is True and edit["refit"] == "failed: the refit did not take; the quick fit stays", edit
+        store = svc.runtime.store
+        assert store.head().version == 1 and store.delta_of_edit(a).meta["refit_steps"] > 0  # the quick fit's delta
+        assert ask(svc, PERU["prompt"]).startswith("Quito") and not base.startswith("Quito")
