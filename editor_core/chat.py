@@ -22,3 +22,11 @@ def chat_prompt(tokenizer, question: str, *, system: str | None = None) -> str:
 def end_of_turn(tokenizer) -> str:
     """The text that ends an answer: the tokenizer's EOS token (for SmolLM2, `<|im_end|>`)."""
     return tokenizer.eos_token or "\n"
+
+
+def chat_prefix(tokenizer) -> str:
+    """What every chat prompt begins with before the user's words (for SmolLM2, its default
+    system prompt and the user turn's header): the same text in every one of them."""
+    mark = "\x00"
+    text = chat_prompt(tokenizer, mark)
+    return text[: text.index(mark)]

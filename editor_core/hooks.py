@@ -11,12 +11,18 @@ with respect to those outputs gives δ exactly: nothing is hung on modules.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from .models import ModelSpec
 
@@ -68,20 +74,41 @@ class SplitRunner:
         self.head = model.get_submodule(spec.lm_head)
 
     @torch.no_grad()
-    def bottom(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, overrides: dict[str, torch.Tensor] | None = None) -> Cut:
+    def bottom(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        overrides: dict[str, torch.Tensor] | None = None,
+        prefix: Sequence[int] | None = None,
+    ) -> Cut:
         """The input of the first edited block, the blocks below it run once
-        (with `overrides` for some of their weights, if given)."""
+        (with `overrides` for some of their weights, if given).
+
+        `prefix`: token ids that many calls' rows begin with (a chat template's
+        system prompt, an editor's instruction). Where rows begin with some of
+        them, those positions are read from `PrefixCache` instead of computed
+        again; the cut is the same (a check on each prefix's first use)."""
+        if prefix:
+            cut = PREFIXES.bottom(self, input_ids, attention_mask, overrides or {}, tuple(prefix))
+            if cut is not None:
+                return cut
+        hidden, args, kwargs = self.run_to(self.spec.first_edit_layer, overrides, input_ids=input_ids, attention_mask=attention_mask)
+        return Cut(hidden, args, kwargs)
+
+    def run_to(self, block: int, overrides: dict[str, torch.Tensor] | None = None, **inputs) -> tuple[torch.Tensor, tuple, dict]:
+        """Run the model on `inputs` up to block `block` and stop there: (that block's
+        input hidden states, detached; its other arguments as the model passed them)."""
         captured: dict = {}
 
         def grab(module, args, kwargs):
             captured["args"], captured["kwargs"] = args, kwargs
             raise _StopForward
 
-        block = self.blocks[self.spec.first_edit_layer]
-        handle = block.register_forward_pre_hook(grab, with_kwargs=True)
+        handle = self.blocks[block].register_forward_pre_hook(grab, with_kwargs=True)
         try:
             with patched_weights(self.model, overrides):
-                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                self.model(**({"use_cache": False} | inputs))
         except _StopForward:
             pass
         finally:
@@ -94,7 +121,7 @@ class SplitRunner:
             hidden, args = kwargs.pop("hidden_states"), ()
         for key in ("use_cache", "past_key_values", "cache", "past_key_value"):
             kwargs.pop(key, None)
-        return Cut(hidden.detach(), tuple(args), kwargs)
+        return hidden.detach(), tuple(args), kwargs
 
     def top(
         self,
@@ -132,6 +159,174 @@ class SplitRunner:
     def logits(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits (N, V) at the N positions where `mask` (B, T) is true."""
         return self.head(hidden[mask])
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """One prefix's keys and values in the blocks below `depth`, and its hidden states entering block `depth`."""
+
+    ids: tuple[int, ...]
+    keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per block: (1, heads, P, head_dim)
+    hidden: torch.Tensor  # (1, P, d)
+    stamp: tuple  # the weights below `depth` it was computed with: (identity, in-place version) each
+
+
+class PrefixCache:
+    """Token prefixes that many bottom passes begin with, computed once per model.
+
+    Only weights in or above the first edited block ever change (edits, refit
+    overrides), so a prefix's keys and values in the blocks below the lowest
+    block a call overrides, and its hidden states entering that block, are the
+    same in every call. A call that passes a prefix runs only the rest of each
+    row through those blocks, attending to the held keys and values (each row
+    sees as many of them as it shares with the prefix, at its own positions), then
+    the blocks from the lowest overridden one to the cut over whole rows, as
+    `SplitRunner.bottom` would. A prefix's first use also runs the plain bottom
+    and compares: a model whose cache or masks behave otherwise is not cached.
+    """
+
+    size = 32  # prefixes held per model, the least recently used dropped first
+
+    def __init__(self):
+        self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> OrderedDict[(ids, depth)] -> _Prefix
+        self._refused: weakref.WeakSet = weakref.WeakSet()  # models where the check failed
+        self._lock = threading.Lock()
+
+    def bottom(
+        self,
+        runner: SplitRunner,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        overrides: dict[str, torch.Tensor],
+        prefix: tuple[int, ...],
+    ) -> Cut | None:
+        """The cut of `SplitRunner.bottom`, or None where the prefix cannot serve these rows."""
+        model, spec = runner.model, runner.spec
+        if model in self._refused:
+            return None
+        depth = min([spec.first_edit_layer, *(_block_index(spec, name) for name in overrides)])
+        if depth <= 0:
+            return None
+        lengths = attention_mask.sum(1).tolist()
+        rows = input_ids.tolist()
+        if any(attention_mask[i, :n].min() < 1 for i, n in enumerate(lengths) if n):  # right padding only
+            return None
+        shared = [_common(row[:n], prefix, n - 1) for row, n in zip(rows, lengths)]
+        if max(shared) < 2:
+            return None
+        entry, fresh = self._entry(runner, prefix[: max(shared)], depth)
+        if entry is None:
+            return None
+        cut = self._bottom(runner, entry, input_ids, attention_mask, overrides, depth, lengths, shared)
+        if fresh:  # the first use of this prefix on this model: the same cut as the plain bottom?
+            plain = runner.run_to(spec.first_edit_layer, overrides, input_ids=input_ids, attention_mask=attention_mask)[0]
+            real = attention_mask.bool()
+            # per position, against its largest value: the residual stream holds a few huge ones
+            error, scale = (cut.hidden[real] - plain[real]).abs().amax(-1), plain[real].abs().amax(-1)
+            if not bool((error <= 1e-4 * scale).all()):
+                log.warning("PrefixCache: the cached bottom differs from the plain one for %s; not caching it", type(model).__name__)
+                self._refused.add(model)
+                return Cut(plain, cut.args, cut.kwargs)
+        return cut
+
+    def _entry(self, runner: SplitRunner, ids: tuple[int, ...], depth: int) -> tuple[_Prefix | None, bool]:
+        model = runner.model
+        stamp = _stamp(runner, depth)
+        with self._lock:
+            held = self._held.setdefault(model, OrderedDict())
+            for (have, d), entry in held.items():  # a longer prefix serves a shorter one: positions only see earlier ones
+                if d == depth and have[: len(ids)] == ids and entry.stamp == stamp:
+                    held.move_to_end((have, d))
+                    n = len(ids)
+                    keys_values = tuple((k[:, :, :n], v[:, :, :n]) for k, v in entry.keys_values)
+                    return _Prefix(ids, keys_values, entry.hidden[:, :n], stamp), False
+        cache = DynamicCache()
+        device = next(model.parameters()).device
+        ids_t = torch.tensor([ids], device=device)
+        try:
+            inputs = {"input_ids": ids_t, "attention_mask": torch.ones_like(ids_t), "use_cache": True, _cache_arg(model): cache}
+            hidden, _, _ = runner.run_to(depth, None, **inputs)
+            keys_values = tuple((cache.layers[i].keys, cache.layers[i].values) for i in range(depth))
+        except Exception as exc:  # a model whose cache does not hold plain per-layer keys and values
+            log.warning("PrefixCache: cannot hold prefixes for %s (%s)", type(model).__name__, exc)
+            self._refused.add(model)
+            return None, False
+        entry = _Prefix(ids, keys_values, hidden, stamp)
+        with self._lock:
+            held[(ids, depth)] = entry
+            while len(held) > self.size:
+                held.popitem(last=False)
+        return entry, True
+
+    @staticmethod
+    def _bottom(
+        runner: SplitRunner,
+        entry: _Prefix,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        overrides: dict[str, torch.Tensor],
+        depth: int,
+        lengths: list[int],
+        shared: list[int],
+    ) -> Cut:
+        model, first = runner.model, runner.spec.first_edit_layer
+        batch, held = len(lengths), len(entry.ids)
+        rest = max(n - m for n, m in zip(lengths, shared))
+        device = input_ids.device
+        ids = torch.zeros((batch, rest), dtype=torch.long, device=device)
+        mask = torch.zeros((batch, held + rest), dtype=torch.long, device=device)
+        positions = torch.zeros((batch, rest), dtype=torch.long, device=device)
+        for i, (n, m) in enumerate(zip(lengths, shared)):
+            ids[i, : n - m] = input_ids[i, m:n]
+            mask[i, :m] = 1  # the part of the prefix this row shares
+            mask[i, held : held + n - m] = 1
+            positions[i] = torch.arange(m, m + rest, device=device)
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(entry.keys_values):
+            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+        tail, _, _ = runner.run_to(
+            depth, None, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{_cache_arg(model): cache}
+        )
+        hidden = torch.zeros((batch, input_ids.shape[1], tail.shape[-1]), dtype=tail.dtype, device=device)
+        for i, (n, m) in enumerate(zip(lengths, shared)):
+            hidden[i, :m] = entry.hidden[0, :m]
+            hidden[i, m:n] = tail[i, : n - m]
+        # the whole rows' block arguments (masks, rotary tables), from a pass that stops at once
+        _, args, kwargs = runner.run_to(0, None, input_ids=input_ids, attention_mask=attention_mask)
+        with patched_weights(model, overrides):
+            for i in range(depth, first):
+                out = runner.blocks[i](hidden, *args, **kwargs)
+                hidden = out[0] if isinstance(out, tuple) else out
+        return Cut(hidden.detach(), args, kwargs)
+
+
+PREFIXES = PrefixCache()
+
+
+def _block_index(spec: ModelSpec, param: str) -> int:
+    """The block a parameter belongs to (0 for one outside the blocks: nothing below it is fixed)."""
+    head = f"{spec.layers}."
+    return int(param[len(head) :].split(".")[0]) if param.startswith(head) else 0
+
+
+def _common(row: list[int], prefix: tuple[int, ...], most: int) -> int:
+    n = 0
+    for a, b in zip(row[:most], prefix):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _stamp(runner: SplitRunner, depth: int) -> tuple:
+    """Every weight outside blocks `depth` and up, as it is now (in-place changes bump `_version`)."""
+    above = tuple(f"{runner.spec.layers}.{i}." for i in range(depth, runner.spec.n_layers))
+    return tuple((id(p), p._version) for name, p in runner.model.named_parameters() if not name.startswith(above))
+
+
+def _cache_arg(model: nn.Module) -> str:
+    """What the model's forward calls its key/value cache (`cache` in newer transformers)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class MLPTop:

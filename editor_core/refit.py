@@ -59,7 +59,7 @@ from typing import Sequence
 
 import torch
 
-from .chat import chat_prompt, end_of_turn
+from .chat import chat_prefix, chat_prompt, end_of_turn
 from .delta import Delta
 from .hooks import MLPTop, SplitRunner
 from .losses import row_mean
@@ -303,7 +303,9 @@ def refit(
     runner = SplitRunner(model, dataclasses.replace(spec, first_edit_layer=first))
 
     batch = encode_pairs(tokenizer, forms, answers, config.max_length).to(model.device)
-    cut = runner.bottom(batch.input_ids, batch.attention_mask, overrides=below)
+    # the chat forms all begin with the template's fixed text: its blocks below the cut are run once per model
+    prefix = tokenizer(chat_prefix(tokenizer))["input_ids"] if config.chat else None
+    cut = runner.bottom(batch.input_ids, batch.attention_mask, overrides=below, prefix=prefix)
     mask = batch.answer_mask
     rows, labels = mask.nonzero()[:, 0], batch.labels[mask]
     gen = torch.Generator().manual_seed(config.seed)
@@ -336,13 +338,14 @@ def refit(
         eos = end_of_text_ids(model, tokenizer)
         # over the whole vocabulary: past EOS a fitted model moves its mass to tokens the base never
         # considers there (the chat template's <|im_start|>), which a restricted KL cannot see
-        anchor = _Anchor(runner, cont, below, fitted, start, eos=eos, vocab=0)
+        anchor = _Anchor(runner, cont, below, fitted, start, eos=eos, vocab=0, prefix=prefix)
         anchors.append((anchor, config.keep_weight, False))
     if about:
         cont = _base_continuations(model, tokenizer, list(dict.fromkeys(about)), config.subject_tokens, past_eos=False)
-        anchors.append((_Anchor(runner, cont, below, fitted, start, vocab=config.anchor_vocab, watch=watch), config.subject_weight, True))
+        anchor = _Anchor(runner, cont, below, fitted, start, vocab=config.anchor_vocab, watch=watch, prefix=prefix)
+        anchors.append((anchor, config.subject_weight, True))
     if others:  # their continuations were generated when they were chosen
-        anchor = _Anchor(runner, others, below, fitted, start, vocab=config.anchor_vocab, watch=watch)
+        anchor = _Anchor(runner, others, below, fitted, start, vocab=config.anchor_vocab, watch=watch, prefix=prefix)
         anchors.append((anchor, config.subject_weight, config.relation_stop))
 
     steps, took, kept = 0, False, True
@@ -445,6 +448,7 @@ class _Anchor:
         eos: set[int] = frozenset(),
         vocab: int = 0,
         watch: set[int] = frozenset(),
+        prefix: Sequence[int] | None = None,
     ):
         width = max(len(p) + len(c) for p, c in pairs)
         ids = torch.zeros((len(pairs), width), dtype=torch.long)
@@ -458,14 +462,14 @@ class _Anchor:
         device = runner.model.device
         mask = mask.to(device)
         ids, attention = ids.to(device), attention.to(device)
-        cut = runner.bottom(ids, attention, overrides=below)
+        cut = runner.bottom(ids, attention, overrides=below, prefix=prefix)
         self.top = MLPTop(runner, cut, mask, fitted, start)
         self.eos = torch.tensor(sorted(eos), dtype=torch.long, device=device)
         self.cols: torch.Tensor | None = None  # the restricted vocabulary, if any
         bias = getattr(runner.head, "bias", None)
         self.weight, self.bias = runner.head.weight.float(), (bias.float() if bias is not None else None)
         with torch.no_grad():  # the base model's distributions: the edit's delta left out everywhere
-            plain = cut if not below else runner.bottom(ids, attention)
+            plain = cut if not below else runner.bottom(ids, attention, prefix=prefix)
             reference = self._masked(runner.logits(runner.top(plain)[0], mask).float()).log_softmax(-1)
             if vocab:  # only the columns where the base puts its mass, and the answer's tokens
                 likely = reference.topk(min(vocab, reference.shape[1]), dim=-1).indices.flatten()

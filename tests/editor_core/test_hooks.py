@@ -3,8 +3,9 @@ import dataclasses
 import pytest
 import torch
 
-from editor_core.hooks import MLPTop, SplitRunner
-from editor_core.models import ModelSpec
+from editor_core.chat import chat_prefix, chat_prompt
+from editor_core.hooks import PREFIXES, MLPTop, SplitRunner
+from editor_core.models import ModelSpec, tiny_model
 from editor_core.tokens import encode_pairs
 
 
@@ -49,3 +50,48 @@ def test_mlp_top_takes_the_whole_top_where_blocks_differ(tiny):
     assert top.short == (model.config.model_type == "llama")  # GPT-2 blocks name their parts otherwise
     h, _ = runner.top(cut, overrides=start)
     torch.testing.assert_close(top(start), runner.logits(h, mask), atol=1e-5, rtol=1e-4)
+
+
+def _prefix_case(model, tok):
+    """Rows that begin with the chat template's fixed text, in full or in part, and one that does not."""
+    spec = ModelSpec.for_model(model)
+    prefix = tok(chat_prefix(tok))["input_ids"]
+    forms = [chat_prompt(tok, "What is the capital of Peru?"), "The capital of Peru is", chat_prompt(tok, "Who wrote Hamlet?")]
+    forms.append(tok.decode(prefix[: len(prefix) // 2]) + " and then something else")
+    batch = encode_pairs(tok, forms, [" Quito", " Quito", " Charles Dickens, in 1850", " ok"])
+    first = spec.n_layers - 1
+    runner = SplitRunner(model, dataclasses.replace(spec, first_edit_layer=first))
+    gen = torch.Generator().manual_seed(1)
+    below = {p: model.get_parameter(p) + 0.05 * torch.randn(model.get_parameter(p).shape, generator=gen) for p in spec.edit_params}
+    below = {p: w for p, w in below.items() if f".{first - 1}." in p}  # weights in the block below the cut
+    return runner, batch, prefix, below
+
+
+@pytest.mark.parametrize("overridden", [False, True])
+def test_a_prefix_held_once_gives_the_plain_bottoms_cut(tiny, overridden):
+    model, tok = tiny
+    runner, batch, prefix, below = _prefix_case(model, tok)
+    overrides = below if overridden else None
+    plain = runner.bottom(batch.input_ids, batch.attention_mask, overrides=overrides)
+    for _ in range(2):  # built and checked, then read
+        cut = runner.bottom(batch.input_ids, batch.attention_mask, overrides=overrides, prefix=prefix)
+        real = batch.attention_mask.bool()
+        torch.testing.assert_close(cut.hidden[real], plain.hidden[real], atol=1e-5, rtol=1e-4)
+        h, _ = runner.top(cut)
+        torch.testing.assert_close(
+            runner.logits(h, batch.answer_mask), runner.logits(runner.top(plain)[0], batch.answer_mask), atol=1e-5, rtol=1e-4
+        )
+    assert model not in PREFIXES._refused and PREFIXES._held[model], "the prefix is held, not refused"
+
+
+def test_a_held_prefix_is_computed_again_after_a_weight_below_it_changes():
+    model, tok = tiny_model("llama")  # its own copy: a weight changes here
+    runner, batch, prefix, _ = _prefix_case(model, tok)
+    runner.bottom(batch.input_ids, batch.attention_mask, prefix=prefix)
+    assert PREFIXES._held[model], "the prefix is held"
+    with torch.no_grad():
+        model.get_parameter(f"{runner.spec.layers}.0.mlp.down_proj.weight").mul_(1.5)
+    cut = runner.bottom(batch.input_ids, batch.attention_mask, prefix=prefix)
+    plain = runner.bottom(batch.input_ids, batch.attention_mask)
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(cut.hidden[real], plain.hidden[real], atol=1e-5, rtol=1e-4)

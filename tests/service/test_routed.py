@@ -17,8 +17,10 @@ UNRELATED = "Water is made of hydrogen and"
 @pytest.fixture
 def service(settings, components):
     with Service(settings.model_copy(update={"refit": True, "quick_refit": True}), components) as svc:
-        # the tiny random model: a firmer push, and a margin its flat logits allow
-        svc.runtime.worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006)
+        # the tiny random model: a firmer push, a margin its flat logits allow, and a lighter hold on
+        # the subject's other questions, which it cannot keep and answer at once (at the shipped 4.0
+        # whether the answer wins by step 100 turns on float rounding)
+        svc.runtime.worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006, subject_weight=1.0)
         svc.runtime.worker.quick = dataclasses.replace(QUICK, min_prob=0.006)
         yield svc
 
@@ -102,7 +104,7 @@ def test_an_edit_is_published_quick_fitted_and_refit_from_the_editors_delta(sett
     the full refit starts again from the editor's delta, not from the quick fit."""
     with Service(settings.model_copy(update={"refit": True, "quick_refit": True}), components) as svc:
         worker = svc.runtime.worker
-        worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006)
+        worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006, subject_weight=1.0)
         # a bar the tiny model never reaches: the quick fit always takes its 5 steps
         worker.quick = dataclasses.replace(QUICK, steps=5, min_prob=0.99)
         a = svc.post_edit(PERU)
