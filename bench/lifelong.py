@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         default = getattr(RefitConfig(), name)
         # as the field's own type, so that "4" and the default 4.0 name the same settings (and cache)
         overrides[name] = type(default)(parsed) if isinstance(default, (int, float)) else parsed
-    refit_cfg = dataclasses.replace(RefitConfig(), lr=args.refit_lr, steps=args.refit_steps, **overrides)
+    # --refit lr=... or steps=... wins over --refit-lr and --refit-steps
+    refit_cfg = dataclasses.replace(RefitConfig(), **({"lr": args.refit_lr, "steps": args.refit_steps} | overrides))
     reference: dict = {}
 
     def refit_settings(cfg: RefitConfig) -> dict:
