@@ -202,7 +202,7 @@ class PrefixCache:
     ) -> Cut | None:
         """The cut of `SplitRunner.bottom`, or None where the prefix cannot serve these rows."""
         model, spec = runner.model, runner.spec
-        if model in self._refused:
+        if model in self._refused or not _one_kind_of_block(model):
             return None
         depth = min([spec.first_edit_layer, *(_block_index(spec, name) for name in overrides)])
         if depth <= 0:
@@ -219,15 +219,17 @@ class PrefixCache:
             return None
         cut = self._bottom(runner, entry, input_ids, attention_mask, overrides, depth, lengths, shared)
         if fresh:  # the first use of this prefix on this model: the same cut as the plain bottom?
-            plain = runner.run_to(spec.first_edit_layer, overrides, input_ids=input_ids, attention_mask=attention_mask)[0]
+            plain, args, kwargs = runner.run_to(spec.first_edit_layer, overrides, input_ids=input_ids, attention_mask=attention_mask)
             real = attention_mask.bool()
             # per position, against its largest value (the residual stream holds a few huge ones), within
             # what rounding moves in this dtype (the plain bottom itself moves that much with the batch's shape)
             error, scale = (cut.hidden[real] - plain[real]).float().abs().amax(-1), plain[real].float().abs().amax(-1)
-            if not bool((error <= max(1e-4, 4 * torch.finfo(plain.dtype).eps) * scale).all()):
+            close = bool((error <= max(1e-4, 4 * torch.finfo(plain.dtype).eps) * scale).all())
+            # and the arguments the cut's block gets (masks, rotary tables), here taken from block 0
+            if not (close and _same((cut.args, cut.kwargs), (args, kwargs))):
                 log.warning("PrefixCache: the cached bottom differs from the plain one for %s; not caching it", type(model).__name__)
                 self._refused.add(model)
-                return Cut(plain, cut.args, cut.kwargs)
+                return Cut(plain, args, kwargs)
         return cut
 
     def _entry(self, runner: SplitRunner, ids: tuple[int, ...], depth: int) -> tuple[_Prefix | None, bool]:
@@ -323,6 +325,25 @@ def _stamp(runner: SplitRunner, depth: int) -> tuple:
     """Every weight outside blocks `depth` and up, as it is now (in-place changes bump `_version`)."""
     above = tuple(f"{runner.spec.layers}.{i}." for i in range(depth, runner.spec.n_layers))
     return tuple((id(p), p._version) for name, p in runner.model.named_parameters() if not name.startswith(above))
+
+
+def _one_kind_of_block(model: nn.Module) -> bool:
+    """Whether every block gets the same arguments (no sliding-window blocks between full ones):
+    the cut's block arguments are then block 0's, which a pass that stops at once gives."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    kinds = getattr(config, "layer_types", None)
+    return not kinds or len(set(kinds)) == 1
+
+
+def _same(a, b) -> bool:
+    """Equal nested arguments, tensors compared exactly."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a is b or a == b
 
 
 def _cache_arg(model: nn.Module) -> str:
