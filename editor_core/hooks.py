@@ -397,6 +397,7 @@ class MLPTop:
                 finally:
                     handle.remove()
                 self.one = (seen["u"], runner.model.get_submodule(mods[0]))
+                self.one_name = next(p for p in fitted if spec.module_name(p) == mods[0])
         with torch.no_grad():
             whole = runner.logits(runner.top(cut, overrides=start)[0], mask)
             self.short = True
@@ -410,29 +411,36 @@ class MLPTop:
                     log.warning("MLPTop: the short top's logits differ from the whole top's; running the whole top")
         self.short = ok
 
-    def __call__(self, overrides: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        return self.runner.head(self.hidden(overrides))
+    def __call__(self, overrides: dict[str, torch.Tensor] | None = None, low_rank: LowRank | None = None) -> torch.Tensor:
+        return self.runner.head(self.hidden(overrides, low_rank))
 
-    def hidden(self, overrides: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """The head's input (N, d) at the picked positions: the logits are `runner.head` of it."""
+    def hidden(self, overrides: dict[str, torch.Tensor] | None = None, low_rank: LowRank | None = None) -> torch.Tensor:
+        """The head's input (N, d) at the picked positions: the logits are `runner.head` of it.
+        `low_rank`: {weight: (A, B)}, added to the overrides (or the weight) as A @ B; where the
+        short path reads that weight in an MLP it applies them as x Bᵀ Aᵀ, never making A @ B."""
         runner = self.runner
+        low = dict(low_rank or {})
         if not self.short:
-            return runner.top(self.cut, overrides=overrides)[0][self.mask]
+            return runner.top(self.cut, overrides=_with_dense(runner.model, overrides, low))[0][self.mask]
         kwargs = self.cut.kwargs
         last = runner.spec.n_layers - 1
-        with patched_weights(runner.model, overrides):
+        # the low-rank parts this path applies as such: the first block's one fitted weight, or its MLP's, and the last block's MLP
+        own = {self.one_name} if self.one is not None else set(self._mlp_weights(self.first))
+        own |= set(self._mlp_weights(last))
+        dense = {p: ab for p, ab in low.items() if p not in own}
+        with patched_weights(runner.model, _with_dense(runner.model, overrides, dense)):
             block = runner.blocks[self.first]
             if self.one is not None:
                 u, mod = self.one
-                weight = mod.weight  # the override, if any
+                one = low.get(self.one_name)
             if self.first == last:  # attention fixed: the MLP only where picked
                 h = self.mid[self.mask]
                 if self.one is not None:
-                    h = h + torch.nn.functional.linear(u[self.mask], weight, mod.bias)
+                    h = h + _linear(u[self.mask], mod, one)
                 else:
-                    h = h + block.mlp(self.x[self.mask])
+                    h = h + self._mlp(self.first, self.x[self.mask], low)
                 return runner.norm(h)
-            mlp = torch.nn.functional.linear(u, weight, mod.bias) if self.one is not None else block.mlp(self.x)
+            mlp = _linear(u, mod, one) if self.one is not None else self._mlp(self.first, self.x, low)
             h = self.mid + mlp
             for i in range(self.first + 1, last):
                 h = runner.blocks[i](h, **kwargs)
@@ -440,4 +448,40 @@ class MLPTop:
             block = runner.blocks[last]
             h = h + block.self_attn(hidden_states=block.input_layernorm(h), **kwargs)[0]
             h = h[self.mask]
-            return runner.norm(h + block.mlp(block.post_attention_layernorm(h)))
+            return runner.norm(h + self._mlp(last, block.post_attention_layernorm(h), low))
+
+    def _mlp_weights(self, block: int) -> dict[str, str]:
+        """{weight name: projection} of a gated MLP (gate, up, down) in `block`; empty for another kind of MLP."""
+        mlp = self.runner.blocks[block].mlp
+        if not all(hasattr(mlp, p) for p in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            return {}
+        return {f"{self.runner.spec.layers}.{block}.mlp.{p}.weight": p for p in ("gate_proj", "up_proj", "down_proj")}
+
+    def _mlp(self, block: int, x: torch.Tensor, low: LowRank) -> torch.Tensor:
+        names = self._mlp_weights(block)
+        mlp = self.runner.blocks[block].mlp
+        if not any(n in low for n in names):
+            return mlp(x)
+        gate, up, down = (low.get(n) for n in names)
+        return _linear(mlp.act_fn(_linear(x, mlp.gate_proj, gate)) * _linear(x, mlp.up_proj, up), mlp.down_proj, down)
+
+
+LowRank = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def _linear(x: torch.Tensor, mod: nn.Module, ab: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """`mod`(x) with its weight (an override, if patched in) plus A @ B, applied as x Bᵀ Aᵀ."""
+    y = torch.nn.functional.linear(x, mod.weight, mod.bias)
+    if ab is None:
+        return y
+    a, b = ab
+    return y + torch.nn.functional.linear(torch.nn.functional.linear(x, b.to(x.dtype)), a.to(x.dtype))
+
+
+def _with_dense(model: nn.Module, overrides: dict[str, torch.Tensor] | None, low: LowRank) -> dict[str, torch.Tensor]:
+    """The overrides with each low-rank part made dense and added (to the override, or to the weight)."""
+    out = dict(overrides or {})
+    for name, (a, b) in low.items():
+        weight = out.get(name, model.get_parameter(name))
+        out[name] = (weight.float() + a.float() @ b.float()).to(weight.dtype)
+    return out

@@ -61,7 +61,7 @@ import torch
 
 from .chat import chat_prefix, chat_prompt, end_of_turn
 from .delta import Delta
-from .hooks import MLPTop, SplitRunner
+from .hooks import LowRank, MLPTop, SplitRunner
 from .losses import row_mean
 from .models import ModelSpec
 from .routing import subject_of
@@ -317,19 +317,8 @@ def refit(
         corr[p] = (a, b)
     opt = torch.optim.Adam([t for pair in corr.values() for t in pair], lr=config.lr)
 
-    held = {p: w.float() if fixed[p] is None else w.float() + fixed[p] for p, w in base.items()}  # base + the editor's delta
-
-    def weights(with_grad: bool) -> dict[str, torch.Tensor]:
-        out = {}
-        for p, w in base.items():
-            acc = held[p]
-            if p in corr:
-                a, b = corr[p]
-                acc = acc + (a @ b if with_grad else (a @ b).detach())
-            out[p] = acc.to(w.dtype)
-        return out
-
-    start = weights(False)  # the corrections start at zero
+    # base + the editor's delta; each step's corrections A @ B go on top as low-rank parts, never made dense here
+    start = {p: (w.float() if fixed[p] is None else w.float() + fixed[p]).to(w.dtype) for p, w in base.items()}
     top = MLPTop(runner, cut, mask, fitted, start)
     anchors = []  # (anchor, weight, whether the refit must restore its argmax before it stops)
     watch = set(labels.tolist())  # the answer's tokens: what a fitted model is most likely to say too often
@@ -351,14 +340,13 @@ def refit(
     steps, took, kept = 0, False, True
     for steps in range(config.steps + 1):
         with torch.enable_grad():
-            w = weights(True)
-            logits = top(w)
+            logits = top(start, corr)
             logp = torch.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None])[:, 0]
             took = bool((logits.argmax(-1) == labels).all()) and float(logp.detach().min().exp()) >= config.min_prob
             loss = row_mean(-logp, rows, len(forms)).mean()
             kept = True
             for anchor, weight, must_agree in anchors:
-                divergence, agrees = anchor(w)
+                divergence, agrees = anchor(start, corr)
                 loss = loss + weight * divergence
                 kept = kept and (agrees or not must_agree)
             if (took and kept) or steps == config.steps:
@@ -491,8 +479,8 @@ class _Anchor:
             return logits
         return logits.index_fill(1, self.eos, -1e4)  # out of the distribution, but finite (no NaN in the gradient)
 
-    def __call__(self, overrides: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
-        h = self.top.hidden(overrides).float()
+    def __call__(self, overrides: dict[str, torch.Tensor], low_rank: LowRank | None = None) -> tuple[torch.Tensor, bool]:
+        h = self.top.hidden(overrides, low_rank).float()
         logits = self._masked(torch.nn.functional.linear(h, self.weight, self.bias))
         agrees = bool((logits.detach().argmax(-1) == self.argmax).all())
         cross = (h * self.mean_weight).sum(-1) + self.mean_bias

@@ -95,3 +95,30 @@ def test_a_held_prefix_is_computed_again_after_a_weight_below_it_changes():
     plain = runner.bottom(batch.input_ids, batch.attention_mask)
     real = batch.attention_mask.bool()
     torch.testing.assert_close(cut.hidden[real], plain.hidden[real], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n_fitted", [1, 2, 4, 5, 7])
+def test_mlp_top_applies_low_rank_parts_as_the_dense_sum_would(tiny, n_fitted):
+    """A @ B added to each fitted weight: the same logits and gradients for A and B as the
+    whole top with the dense sums (the short path never makes A @ B)."""
+    model, tok = tiny
+    runner, cut, mask, fitted, start = _case(model, tok, n_fitted)
+    top = MLPTop(runner, cut, mask, fitted, start)
+    gen = torch.Generator().manual_seed(2)
+    parts = {
+        p: (torch.randn(start[p].shape[0], 3, generator=gen) * 0.1, torch.randn(3, start[p].shape[1], generator=gen) * 0.1) for p in fitted
+    }
+    results = []
+    for low_rank in (True, False):
+        low = {p: (a.clone().requires_grad_(True), b.clone().requires_grad_(True)) for p, (a, b) in parts.items()}
+        if low_rank:
+            logits = top(start, low)
+        else:
+            dense = {p: (w + low[p][0] @ low[p][1] if p in low else w) for p, w in start.items()}
+            logits = runner.logits(runner.top(cut, overrides=dense)[0], mask)
+        torch.log_softmax(logits, -1)[:, 3].sum().backward()
+        results.append((logits.detach(), [t.grad for p in fitted for t in low[p]]))
+    (low_logits, low_grads), (dense_logits, dense_grads) = results
+    torch.testing.assert_close(low_logits, dense_logits, atol=1e-5, rtol=1e-4)
+    for a, b in zip(low_grads, dense_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
