@@ -119,9 +119,10 @@ _POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
 
 
 def guess_subject(question: str) -> str:
-    """The longest run of capitalized (or numeric) words in a question, joined by
-    a few name particles, without a possessive 's: "What sport does Joe DiMaggio
-    play?" -> "Joe DiMaggio". Empty when the question names nothing."""
+    """The longest run of capitalized (or numeric, or camel-case) words in a
+    question, joined by a few name particles, without a possessive 's: "What
+    sport does Joe DiMaggio play?" -> "Joe DiMaggio", "Who developed the
+    iPhone?" -> "iPhone". Empty when the question names nothing."""
     runs: list[list[str]] = []
     run: list[str] = []
     opening = True  # at the start of a sentence
@@ -129,7 +130,8 @@ def guess_subject(question: str) -> str:
         token = raw.strip(_EDGE)
         ends = token.endswith((".", "?", "!", ",", ";", ":"))
         token = _POSSESSIVE.sub("", token.rstrip(".?!,;:"))
-        named = bool(token) and (token[0].isupper() or token[0].isdigit())
+        # a name may also begin in lower case and be capitalized inside ("iPhone", "eBay", "macOS")
+        named = bool(token) and (token[0].isupper() or token[0].isdigit() or (token[0].islower() and not token.islower()))
         if named and not (opening and not run and token.lower() in _OPENERS):
             run.append(token)
         elif run and token.lower() in _JOINERS:
