@@ -26,7 +26,8 @@ def end_of_turn(tokenizer) -> str:
 
 def chat_prefix(tokenizer) -> str:
     """What every chat prompt begins with before the user's words (for SmolLM2, its default
-    system prompt and the user turn's header): the same text in every one of them."""
+    system prompt and the user turn's header): the same text in every one of them. Empty
+    where the template does not carry the user's words through as they are."""
     mark = "\x00"
     text = chat_prompt(tokenizer, mark)
-    return text[: text.index(mark)]
+    return text[: text.index(mark)] if mark in text else ""

@@ -7,6 +7,8 @@ that cut, optionally with some weights replaced by tensors that carry
 gradients. `SplitRunner.top` with `capture=` returns, for each edited weight,
 the layer input u and the layer output, so that `torch.autograd.grad` of a loss
 with respect to those outputs gives δ exactly: nothing is hung on modules.
+`PrefixCache` holds the bottom's work on token prefixes many calls share, and
+`MLPTop` is the refit's cheaper top (low-rank corrections applied as such).
 """
 
 from __future__ import annotations
@@ -174,15 +176,20 @@ class _Prefix:
 class PrefixCache:
     """Token prefixes that many bottom passes begin with, computed once per model.
 
-    Only weights in or above the first edited block ever change (edits, refit
-    overrides), so a prefix's keys and values in the blocks below the lowest
+    Edits and refit overrides change weights in or above the first edited
+    block only, so a prefix's keys and values in the blocks below the lowest
     block a call overrides, and its hidden states entering that block, are the
-    same in every call. A call that passes a prefix runs only the rest of each
-    row through those blocks, attending to the held keys and values (each row
-    sees as many of them as it shares with the prefix, at its own positions), then
-    the blocks from the lowest overridden one to the cut over whole rows, as
-    `SplitRunner.bottom` would. A prefix's first use also runs the plain bottom
-    and compares: a model whose cache or masks behave otherwise is not cached.
+    same call after call. Each entry records the weights it was computed with
+    (the tensors and their in-place versions, `_stamp`) and is dropped once any
+    of them is replaced or written in place. A call that passes a prefix runs
+    only the rest of each row through those blocks, attending to the held keys
+    and values (each row sees as many of them as it shares with the prefix, at
+    its own positions), then the blocks from the lowest overridden one to the
+    cut over whole rows, as `SplitRunner.bottom` would. When an entry is made,
+    the batch it is made for is also run through the plain bottom and the two
+    cuts compared (hidden states and block arguments): a model whose cache,
+    masks or positions behave otherwise is not cached, nor one whose cached
+    pass fails.
     """
 
     size = 32  # prefixes held per model, the least recently used dropped first
@@ -217,7 +224,12 @@ class PrefixCache:
         entry, fresh = self._entry(runner, prefix[: max(shared)], depth)
         if entry is None:
             return None
-        cut = self._bottom(runner, entry, input_ids, attention_mask, overrides, depth, lengths, shared)
+        try:
+            cut = self._bottom(runner, entry, input_ids, attention_mask, overrides, depth, lengths, shared)
+        except Exception as exc:  # the plain bottom still serves: say so once, and stop caching for this model
+            log.warning("PrefixCache: the cached bottom failed for %s (%s); not caching it", type(model).__name__, exc)
+            self._refused.add(model)
+            return None
         if fresh:  # the first use of this prefix on this model: the same cut as the plain bottom?
             plain, args, kwargs = runner.run_to(spec.first_edit_layer, overrides, input_ids=input_ids, attention_mask=attention_mask)
             real = attention_mask.bool()
@@ -237,8 +249,10 @@ class PrefixCache:
         stamp = _stamp(runner, depth)
         with self._lock:
             held = self._held.setdefault(model, OrderedDict())
+            for name in [k for k, e in held.items() if k[1] == depth and not _stamp_holds(e.stamp, stamp)]:
+                del held[name]  # computed with weights that have changed since
             for (have, d), entry in held.items():  # a longer prefix serves a shorter one: positions only see earlier ones
-                if d == depth and have[: len(ids)] == ids and entry.stamp == stamp:
+                if d == depth and have[: len(ids)] == ids:
                     held.move_to_end((have, d))
                     n = len(ids)
                     keys_values = tuple((k[:, :, :n], v[:, :, :n]) for k, v in entry.keys_values)
@@ -283,7 +297,8 @@ class PrefixCache:
             ids[i, : n - m] = input_ids[i, m:n]
             mask[i, :m] = 1  # the part of the prefix this row shares
             mask[i, held : held + n - m] = 1
-            positions[i] = torch.arange(m, m + rest, device=device)
+            positions[i, : n - m] = torch.arange(m, n, device=device)
+            positions[i, n - m :] = n - 1  # padding: no position past the row's own (nor the model's limit)
         cache = DynamicCache()
         for i, (k, v) in enumerate(entry.keys_values):
             cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
@@ -322,9 +337,16 @@ def _common(row: list[int], prefix: tuple[int, ...], most: int) -> int:
 
 
 def _stamp(runner: SplitRunner, depth: int) -> tuple:
-    """Every weight outside blocks `depth` and up, as it is now (in-place changes bump `_version`)."""
+    """Every weight outside blocks `depth` and up (the embeddings, the blocks below, the head), as
+    it is now: the tensor itself, weakly held, and its in-place version (which writes through
+    `.data` do not bump: those go unseen)."""
     above = tuple(f"{runner.spec.layers}.{i}." for i in range(depth, runner.spec.n_layers))
-    return tuple((id(p), p._version) for name, p in runner.model.named_parameters() if not name.startswith(above))
+    return tuple((weakref.ref(p), p._version) for name, p in runner.model.named_parameters() if not name.startswith(above))
+
+
+def _stamp_holds(then: tuple, now: tuple) -> bool:
+    """The same tensors, none written in place since."""
+    return len(then) == len(now) and all(a() is b() and u == v for (a, u), (b, v) in zip(then, now))
 
 
 def _one_kind_of_block(model: nn.Module) -> bool:
@@ -361,9 +383,12 @@ class MLPTop:
     fitted (the down projection's input is then fixed too). Blocks above run
     whole, except the last, whose MLP (and the final norm and head) runs only
     at the picked positions: nothing reads the others. About 4x fewer block
-    FLOPs than the whole top on a refit's batches. A model whose blocks are not
-    of that form, or where the short path's logits differ from the whole top's,
-    gets the whole top, as does every instance while `use_short` is false (a bench's baseline).
+    FLOPs than the whole top on a refit's batches. A refit's corrections come
+    as low-rank parts (`LowRank`, A @ B on a weight), applied as x Bᵀ Aᵀ where
+    the short path reads the weight in a gated MLP, made dense elsewhere. A model
+    whose blocks are not of that form, or where the short path's logits (with
+    and without low-rank parts) differ from the whole top's, gets the whole top,
+    as does every instance while `use_short` is false (a bench's baseline).
     """
 
     use_short = True
@@ -402,7 +427,10 @@ class MLPTop:
             whole = runner.logits(runner.top(cut, overrides=start)[0], mask)
             self.short = True
             try:
-                ok = torch.allclose(self(start), whole, atol=1e-3, rtol=1e-3)
+                # and through the low-rank path with zero parts: its hand-written MLP against the model's
+                shapes = {p: runner.model.get_parameter(p) for p in fitted}
+                zero = {p: (w.new_zeros(w.shape[0], 1), w.new_zeros(1, w.shape[1])) for p, w in shapes.items()}
+                ok = all(torch.allclose(self(start, low), whole, atol=1e-3, rtol=1e-3) for low in (None, zero))
             except Exception as exc:  # a block that looked Llama-style but is called otherwise
                 log.warning("MLPTop: the short top failed (%s); running the whole top", exc)
                 ok = False

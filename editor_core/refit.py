@@ -304,7 +304,8 @@ def refit(
 
     batch = encode_pairs(tokenizer, forms, answers, config.max_length).to(model.device)
     # the chat forms all begin with the template's fixed text: its blocks below the cut are run once per model
-    prefix = tokenizer(chat_prefix(tokenizer))["input_ids"] if config.chat else None
+    said = chat_prefix(tokenizer) if config.chat else ""
+    prefix = tokenizer(said)["input_ids"] if said else None
     cut = runner.bottom(batch.input_ids, batch.attention_mask, overrides=below, prefix=prefix)
     mask = batch.answer_mask
     rows, labels = mask.nonzero()[:, 0], batch.labels[mask]

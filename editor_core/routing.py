@@ -131,7 +131,8 @@ def guess_subject(question: str) -> str:
         ends = token.endswith((".", "?", "!", ",", ";", ":"))
         token = _POSSESSIVE.sub("", token.rstrip(".?!,;:"))
         # a name may also begin in lower case and be capitalized inside ("iPhone", "eBay", "macOS")
-        named = bool(token) and (token[0].isupper() or token[0].isdigit() or (token[0].islower() and not token.islower()))
+        camel = token[:1].islower() and not token.islower() and "-" not in token  # not "non-English"
+        named = bool(token) and (token[0].isupper() or token[0].isdigit() or camel)
         if named and not (opening and not run and token.lower() in _OPENERS):
             run.append(token)
         elif run and token.lower() in _JOINERS:

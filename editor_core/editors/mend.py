@@ -146,7 +146,8 @@ class MEND(nn.Module):
         runner = SplitRunner(model, self.spec)
         prompts = [self.instructed(r, held_out=held_out).prompt for r in records]
         batch = self.encode(tokenizer, prompts, [r.target_new for r in records]).to(model.device)
-        # an instruction is the same text edit after edit: its blocks below the cut are run once per model
+        # an instruction is mostly the same text edit after edit (a task's, or a caller's own, repeated):
+        # its blocks below the cut run once per model; a new one costs a plain bottom more, once
         said = prompts[0][: len(prompts[0]) - len(records[0].prompt)] if prompts[0].endswith(records[0].prompt) else ""
         cut = runner.bottom(batch.input_ids, batch.attention_mask, prefix=tokenizer(said)["input_ids"] if said else None)
         captured, _ = self.capture(runner, cut, batch)

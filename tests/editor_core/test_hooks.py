@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from editor_core.chat import chat_prefix, chat_prompt
-from editor_core.hooks import PREFIXES, MLPTop, SplitRunner
+from editor_core.hooks import PREFIXES, Cut, MLPTop, PrefixCache, SplitRunner
 from editor_core.models import ModelSpec, tiny_model
 from editor_core.tokens import encode_pairs
 
@@ -84,17 +84,59 @@ def test_a_prefix_held_once_gives_the_plain_bottoms_cut(tiny, overridden):
     assert model not in PREFIXES._refused and PREFIXES._held[model], "the prefix is held, not refused"
 
 
-def test_a_held_prefix_is_computed_again_after_a_weight_below_it_changes():
+@pytest.mark.parametrize("how", ["in place", "replaced"])
+def test_a_held_prefix_is_computed_again_after_a_weight_below_it_changes(how):
     model, tok = tiny_model("llama")  # its own copy: a weight changes here
     runner, batch, prefix, _ = _prefix_case(model, tok)
     runner.bottom(batch.input_ids, batch.attention_mask, prefix=prefix)
     assert PREFIXES._held[model], "the prefix is held"
+    mlp = model.get_submodule(f"{runner.spec.layers}.0.mlp.down_proj")
     with torch.no_grad():
-        model.get_parameter(f"{runner.spec.layers}.0.mlp.down_proj.weight").mul_(1.5)
+        if how == "in place":
+            mlp.weight.mul_(1.5)
+        else:  # a new tensor in its place, as loading weights does
+            mlp.weight = torch.nn.Parameter(mlp.weight * 1.5, requires_grad=False)
     cut = runner.bottom(batch.input_ids, batch.attention_mask, prefix=prefix)
     plain = runner.bottom(batch.input_ids, batch.attention_mask)
     real = batch.attention_mask.bool()
     torch.testing.assert_close(cut.hidden[real], plain.hidden[real], atol=1e-5, rtol=1e-4)
+
+
+def test_a_row_as_long_as_the_model_allows_beside_a_held_prefix():
+    """Padding never takes a position past the model's limit (GPT-2's position table is finite)."""
+    model, tok = tiny_model("gpt2")
+    runner, batch, prefix, _ = _prefix_case(model, tok)
+    limit = model.config.n_positions
+    long = [tok.eos_token_id] * (limit - 3)
+    rows = [batch.input_ids[0][batch.attention_mask[0].bool()].tolist(), long]
+    ids = torch.zeros((2, limit - 3), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    cut = runner.bottom(ids, mask, prefix=prefix)
+    plain = runner.bottom(ids, mask)
+    torch.testing.assert_close(cut.hidden[mask.bool()], plain.hidden[mask.bool()], atol=1e-5, rtol=1e-4)
+    assert model not in PREFIXES._refused
+
+
+def test_a_model_whose_cached_bottom_differs_is_not_cached(monkeypatch):
+    """The check on an entry's first batch: a cached pass that gives another cut is caught,
+    the plain cut is returned, and the model is not cached again."""
+    model, tok = tiny_model("llama")
+    runner, batch, prefix, _ = _prefix_case(model, tok)
+    plain = runner.bottom(batch.input_ids, batch.attention_mask)
+    wrong = PrefixCache._bottom
+
+    def shifted(*args):
+        cut = wrong(*args)
+        return Cut(cut.hidden + 1.0, cut.args, cut.kwargs)
+
+    monkeypatch.setattr(PrefixCache, "_bottom", staticmethod(shifted))
+    cut = runner.bottom(batch.input_ids, batch.attention_mask, prefix=prefix)
+    torch.testing.assert_close(cut.hidden, plain.hidden)
+    assert model in PREFIXES._refused
+    monkeypatch.undo()
+    assert PREFIXES.bottom(runner, batch.input_ids, batch.attention_mask, {}, tuple(prefix)) is None
 
 
 @pytest.mark.parametrize("n_fitted", [1, 2, 4, 5, 7])
@@ -104,6 +146,7 @@ def test_mlp_top_applies_low_rank_parts_as_the_dense_sum_would(tiny, n_fitted):
     model, tok = tiny
     runner, cut, mask, fitted, start = _case(model, tok, n_fitted)
     top = MLPTop(runner, cut, mask, fitted, start)
+    assert top.short == (model.config.model_type == "llama")  # the low-rank path is the short path's
     gen = torch.Generator().manual_seed(2)
     parts = {
         p: (torch.randn(start[p].shape[0], 3, generator=gen) * 0.1, torch.randn(3, start[p].shape[1], generator=gen) * 0.1) for p in fitted

@@ -77,6 +77,7 @@ def test_the_subject_is_guessed_from_the_capitalized_name():
     assert guess_subject("The capital of Peru is") == "Peru"
     assert guess_subject("Who developed the iPhone?") == "iPhone"  # a name in camel case
     assert guess_subject("What does eBay sell, and since when?") == "eBay"
+    assert guess_subject("Who directed the non-English film Amelie?") == "Amelie"
     assert guess_subject("nq question: who sang the song africa") == ""
     assert Key("nq question: who sang the song africa").required() == frozenset()  # nothing named: the cosine alone decides
     assert Key("The mother tongue of Danielle Darrieux is", "Danielle Darrieux's").required() == {"danielle", "darrieux"}
