@@ -138,8 +138,9 @@ class RefitConfig:
 # from the editor's delta again. Only the edit's own question (plain and chat) and any rephrasings
 # the caller gave, no made variants and nothing kept, a few large steps, a 0.5 margin. On those 20
 # edits (runs beside two benches): Rel 100 / 100 and rephrasings 90 / 95 % by generation, 4.1 steps.
-# The editor and the fit together: 1.51x one forward+backward of the model (bench/lifelong_speed.py,
-# an edit sent without rephrasings, on a quiet machine). What a user meets before the full refit
+# The editor and the fit together: 1.37x one forward+backward of the model (bench/lifelong_speed.py,
+# an edit sent without rephrasings, on a quiet machine; session 15, before hooks.PrefixCache and the
+# low-rank corrections in hooks.MLPTop: 1.51x). What a user meets before the full refit
 # lands: bench/lifelong.py --methods instructedit/routed+quick. Other questions about the subject
 # are not kept by it: that is the full refit's work.
 QUICK = RefitConfig(steps=30, lr=3e-2, variants=0, keep=0, subject_questions=0, min_prob=0.5)

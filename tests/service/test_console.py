@@ -404,7 +404,8 @@ def test_text_meets_wcag_aa_contrast_in_every_view(page, service):
 def test_the_versions_say_what_made_them(browser, tmp_path, components):
     """A refit is a version of its own; the list names it as one (it read "roll back of")."""
     with Service(make_settings(tmp_path / "store", refit=True), components) as svc:
-        svc.runtime.worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006, subject_weight=1.0)  # the tiny model's flat logits
+        # the tiny model's flat logits (as in tests/service/test_routed.py)
+        svc.runtime.worker.refit = RefitConfig(lr=3e-2, steps=100, rank=8, min_prob=0.006, subject_weight=1.0)
         a = svc.post_edit({"prompt": "The capital of Peru is", "target_new": "Quito"})
         svc.wait(a)
         wait_until(lambda: svc.client.get(f"/edits/{a}").json()["refit"] not in (None, "pending"), what="the refit")
