@@ -211,7 +211,8 @@ class PrefixCache:
         model, spec = runner.model, runner.spec
         if model in self._refused or not _one_kind_of_block(model):
             return None
-        depth = min([spec.first_edit_layer, *(_block_index(spec, name) for name in overrides)])
+        # the lowest block an override touches (one outside the blocks, 0: nothing below it is fixed)
+        depth = min([spec.first_edit_layer, *(spec.block_of(name) or 0 for name in overrides)])
         if depth <= 0:
             return None
         lengths = attention_mask.sum(1).tolist()
@@ -321,12 +322,6 @@ class PrefixCache:
 PREFIXES = PrefixCache()
 
 
-def _block_index(spec: ModelSpec, param: str) -> int:
-    """The block a parameter belongs to (0 for one outside the blocks: nothing below it is fixed)."""
-    head = f"{spec.layers}."
-    return int(param[len(head) :].split(".")[0]) if param.startswith(head) else 0
-
-
 def _common(row: list[int], prefix: tuple[int, ...], most: int) -> int:
     n = 0
     for a, b in zip(row[:most], prefix):
@@ -403,7 +398,7 @@ class MLPTop:
         blocks = [runner.blocks[i] for i in range(self.first, spec.n_layers)]
         parts = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
         fits = all(hasattr(b, p) for b in blocks for p in parts) and not cut.args
-        fits = fits and all(f".{i}.mlp." in p for p in fitted for i in [p[len(spec.layers) + 1 :].split(".")[0]])
+        fits = fits and all(f".{spec.block_of(p)}.mlp." in p for p in fitted)
         self.short = False
         if not (fits and self.use_short):
             return
@@ -428,8 +423,8 @@ class MLPTop:
             self.short = True
             try:
                 # and through the low-rank path with zero parts: its hand-written MLP against the model's
-                shapes = {p: runner.model.get_parameter(p) for p in fitted}
-                zero = {p: (w.new_zeros(w.shape[0], 1), w.new_zeros(1, w.shape[1])) for p, w in shapes.items()}
+                weights = {p: runner.model.get_parameter(p) for p in fitted}
+                zero = {p: (w.new_zeros(w.shape[0], 1), w.new_zeros(1, w.shape[1])) for p, w in weights.items()}
                 ok = all(torch.allclose(self(start, low), whole, atol=1e-3, rtol=1e-3) for low in (None, zero))
             except Exception as exc:  # a block that looked Llama-style but is called otherwise
                 log.warning("MLPTop: the short top failed (%s); running the whole top", exc)

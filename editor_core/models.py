@@ -131,6 +131,11 @@ class ModelSpec:
     def module_name(self, param: str) -> str:
         return param.rsplit(".", 1)[0]
 
+    def block_of(self, param: str) -> int | None:
+        """The index of the block a parameter belongs to (None for one outside the blocks)."""
+        head = f"{self.layers}."
+        return int(param[len(head) :].split(".")[0]) if param.startswith(head) else None
+
     def shape_in_out(self, model: nn.Module, param: str) -> tuple[int, int]:
         """(input dim, output dim) of the layer that owns `param`."""
         w = get_param(model, param)

@@ -235,10 +235,6 @@ def question_forms(
     return forms
 
 
-def _block_of(spec: ModelSpec, param: str) -> int:
-    return int(param[len(spec.layers) + 1 :].split(".")[0])
-
-
 @torch.no_grad()
 def _base_continuations(model, tokenizer, texts: list[str], n_tokens: int, *, past_eos: bool) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, the model's greedy continuation ids) of each text: `n_tokens`
@@ -296,11 +292,11 @@ def refit(
             others += _other_relations(model, tokenizer, p, name, config)
     fitted = list(spec.edit_params[-config.n_weights :])
     # Blocks below the first fitted one never change here: run them once, with the edit's delta.
-    first = min(_block_of(spec, p) for p in fitted)
+    first = min(spec.block_of(p) for p in fitted)
     base = {p: model.get_parameter(p) for p in spec.edit_params}
     fixed = {p: (delta.dense(p).to(base[p].device) if delta is not None and p in delta.factors else None) for p in base}
-    below = {p: (base[p].float() + fixed[p]).to(base[p].dtype) for p in base if _block_of(spec, p) < first and fixed[p] is not None}
-    base = {p: w for p, w in base.items() if _block_of(spec, p) >= first}
+    below = {p: (base[p].float() + fixed[p]).to(base[p].dtype) for p in base if spec.block_of(p) < first and fixed[p] is not None}
+    base = {p: w for p, w in base.items() if spec.block_of(p) >= first}
     runner = SplitRunner(model, dataclasses.replace(spec, first_edit_layer=first))
 
     batch = encode_pairs(tokenizer, forms, answers, config.max_length).to(model.device)
