@@ -382,8 +382,9 @@ class MLPTop:
     as low-rank parts (`LowRank`, A @ B on a weight), applied as x Bᵀ Aᵀ where
     the short path reads the weight in a gated MLP, made dense elsewhere. A model
     whose blocks are not of that form, or where the short path's logits (with
-    and without low-rank parts) differ from the whole top's, gets the whole top,
-    as does every instance while `use_short` is false (a bench's baseline).
+    and without low-rank parts) differ from the whole top's on the first batch
+    of a layout (the check is held per model), gets the whole top, as does
+    every instance while `use_short` is false (a bench's baseline).
     """
 
     use_short = True
@@ -418,21 +419,36 @@ class MLPTop:
                     handle.remove()
                 self.one = (seen["u"], runner.model.get_submodule(mods[0]))
                 self.one_name = next(p for p in fitted if spec.module_name(p) == mods[0])
-        with torch.no_grad():
-            whole = runner.logits(runner.top(cut, overrides=start)[0], mask)
-            self.short = True
-            try:
-                # and through the low-rank path with zero parts: its hand-written MLP against the model's
-                weights = {p: runner.model.get_parameter(p) for p in fitted}
-                zero = {p: (w.new_zeros(w.shape[0], 1), w.new_zeros(1, w.shape[1])) for p, w in weights.items()}
-                ok = all(torch.allclose(self(start, low), whole, atol=1e-3, rtol=1e-3) for low in (None, zero))
-            except Exception as exc:  # a block that looked Llama-style but is called otherwise
-                log.warning("MLPTop: the short top failed (%s); running the whole top", exc)
-                ok = False
-            else:
-                if not ok:
-                    log.warning("MLPTop: the short top's logits differ from the whole top's; running the whole top")
-        self.short = ok
+        # checked once per model and layout (which weights are fitted, and so which path runs)
+        layout = (self.first, tuple(fitted), self.one is not None)
+        with self._lock:
+            known = self._checked.setdefault(runner.model, {}).get(layout)
+        if known is None:
+            known = self._check(start, fitted)
+            with self._lock:
+                self._checked[runner.model][layout] = known
+        self.short = known
+
+    _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {layout: whether the short path agreed}
+    _lock = threading.Lock()
+
+    @torch.no_grad()
+    def _check(self, start: dict[str, torch.Tensor] | None, fitted: list[str]) -> bool:
+        """Whether the short path gives the whole top's logits on this batch, with and without low-rank parts."""
+        runner = self.runner
+        whole = runner.logits(runner.top(self.cut, overrides=start)[0], self.mask)
+        self.short = True
+        try:
+            # and through the low-rank path with zero parts: its hand-written MLP against the model's
+            weights = {p: runner.model.get_parameter(p) for p in fitted}
+            zero = {p: (w.new_zeros(w.shape[0], 1), w.new_zeros(1, w.shape[1])) for p, w in weights.items()}
+            ok = all(torch.allclose(self(start, low), whole, atol=1e-3, rtol=1e-3) for low in (None, zero))
+        except Exception as exc:  # a block that looked Llama-style but is called otherwise
+            log.warning("MLPTop: the short top failed (%s); running the whole top", exc)
+            return False
+        if not ok:
+            log.warning("MLPTop: the short top's logits differ from the whole top's; running the whole top")
+        return ok
 
     def __call__(self, overrides: dict[str, torch.Tensor] | None = None, low_rank: LowRank | None = None) -> torch.Tensor:
         return self.runner.head(self.hidden(overrides, low_rank))

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .chat import chat_prefix, chat_prompt, end_of_turn
 from .delta import Delta
@@ -235,30 +236,51 @@ def question_forms(
     return forms
 
 
+class _LeaveOutEnd(LogitsProcessor):
+    """EOS out of reach in some rows of a batch (theirs is a text forced on past its end)."""
+
+    def __init__(self, rows: list[int], eos: set[int]):
+        self.rows, self.eos = rows, sorted(eos)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.rows and self.eos:
+            scores[torch.tensor(self.rows)[:, None], torch.tensor(self.eos)[None, :]] = -float("inf")
+        return scores
+
+
 @torch.no_grad()
-def _base_continuations(model, tokenizer, texts: list[str], n_tokens: int, *, past_eos: bool) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, the model's greedy continuation ids) of each text: `n_tokens`
-    with EOS suppressed (`past_eos`), else at most `n_tokens`, up to and including EOS."""
+def _base_continuations(
+    model, tokenizer, texts: list[str], n_tokens: Sequence[int], past_eos: Sequence[bool]
+) -> list[tuple[list[int], list[int], torch.Tensor]]:
+    """(prompt ids, the model's greedy continuation ids, its logits at each of them) of each text,
+    in one batch: `n_tokens[i]` with EOS out of reach where `past_eos[i]`, else at most `n_tokens[i]`,
+    up to and including EOS. The logits (one row per continuation token, the model's own, before
+    any change to them) are the base's distributions that an anchor keeps."""
+    if not texts:
+        return []
     ids, mask = encode_prompts(tokenizer, texts)
     device = next(model.parameters()).device
+    eos = end_of_text_ids(model, tokenizer)
     out = model.generate(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
-        max_new_tokens=n_tokens,
-        min_new_tokens=n_tokens if past_eos else 0,
+        max_new_tokens=max(n_tokens),
         do_sample=False,
         use_cache=True,
+        output_logits=True,
+        return_dict_in_generate=True,
+        logits_processor=LogitsProcessorList([_LeaveOutEnd([i for i, p in enumerate(past_eos) if p], eos)]),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    eos = end_of_text_ids(model, tokenizer)
-    pairs = []
+    logits = torch.stack(out.logits, dim=1)  # (rows, steps, vocabulary)
+    triples = []
     for i in range(len(texts)):
-        cont = out[i, ids.shape[1] :].tolist()
-        if not past_eos:
+        cont = out.sequences[i, ids.shape[1] :].tolist()[: n_tokens[i]]
+        if not past_eos[i]:
             stop = next((k for k, t in enumerate(cont) if t in eos), None)
             cont = cont if stop is None else cont[: stop + 1]
-        pairs.append((ids[i][mask[i].bool()].tolist(), cont))
-    return pairs
+        triples.append((ids[i][mask[i].bool()].tolist(), cont, logits[i, : len(cont)]))
+    return triples
 
 
 def refit(
@@ -320,16 +342,18 @@ def refit(
     top = MLPTop(runner, cut, mask, fitted, start)
     anchors = []  # (anchor, weight, whether the refit must restore its argmax before it stops)
     watch = set(labels.tolist())  # the answer's tokens: what a fitted model is most likely to say too often
+    about = list(dict.fromkeys(about))
+    # the base's own continuations of both, in one batch (their decoding steps shared)
+    lengths = [config.keep] * len(past) + [config.subject_tokens] * len(about)
+    conts = _base_continuations(model, tokenizer, past + about, lengths, [True] * len(past) + [False] * len(about))
     if past:
-        cont = _base_continuations(model, tokenizer, past, config.keep, past_eos=True)
         eos = end_of_text_ids(model, tokenizer)
         # over the whole vocabulary: past EOS a fitted model moves its mass to tokens the base never
         # considers there (the chat template's <|im_start|>), which a restricted KL cannot see
-        anchor = _Anchor(runner, cont, below, fitted, start, eos=eos, vocab=0, prefix=prefix)
+        anchor = _Anchor(runner, conts[: len(past)], below, fitted, start, eos=eos, vocab=0, prefix=prefix)
         anchors.append((anchor, config.keep_weight, False))
     if about:
-        cont = _base_continuations(model, tokenizer, list(dict.fromkeys(about)), config.subject_tokens, past_eos=False)
-        anchor = _Anchor(runner, cont, below, fitted, start, vocab=config.anchor_vocab, watch=watch, prefix=prefix)
+        anchor = _Anchor(runner, conts[len(past) :], below, fitted, start, vocab=config.anchor_vocab, watch=watch, prefix=prefix)
         anchors.append((anchor, config.subject_weight, True))
     if others:  # their continuations were generated when they were chosen
         anchor = _Anchor(runner, others, below, fitted, start, vocab=config.anchor_vocab, watch=watch, prefix=prefix)
@@ -386,7 +410,7 @@ def refit_records(model, tokenizer, spec: ModelSpec, records: Sequence, delta: D
     )
 
 
-def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitConfig) -> list[tuple[list[int], list[int]]]:
+def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitConfig) -> list[tuple[list[int], list[int], torch.Tensor]]:
     """(prompt ids, the base's continuation ids) of `relation_questions` questions about
     another relation of the subject, plain and in the chat template, less any the base
     model answers with its own answer to the edit's prompt (the edit's relation in other
@@ -395,7 +419,8 @@ def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitC
         return []
     qs = relation_questions(prompt, subject, config.relation_questions, config.seed)
     chat = [chat_prompt(tokenizer, q) for q in qs] if config.chat else []
-    (_, own), *conts = _base_continuations(model, tokenizer, [prompt, *qs, *chat], config.relation_tokens, past_eos=False)
+    texts = [prompt, *qs, *chat]
+    (_, own, _), *conts = _base_continuations(model, tokenizer, texts, [config.relation_tokens] * len(texts), [False] * len(texts))
 
     def words(text: str) -> str:  # without glue words, so that "the" or "is" alone never matches
         return " ".join(w for w in re.findall(r"\w+", text.casefold()) if w not in _GLUE)
@@ -403,7 +428,7 @@ def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitC
     # the base's answer to the edit's prompt: the first words of its first clause that says something
     said = re.split(r"[.,;\n]", tokenizer.decode(own, skip_special_tokens=True))
     answer = " ".join(next((words(c) for c in said if words(c)), "").split()[:3])
-    plain = [words(tokenizer.decode(c, skip_special_tokens=True)) for _, c in conts[: len(qs)]]
+    plain = [words(tokenizer.decode(c, skip_special_tokens=True)) for _, c, _ in conts[: len(qs)]]
     keep = [not answer or f" {answer} " not in f" {text} " for text in plain]
     return [pair for k, pair in enumerate(conts) if keep[k % len(qs)]]
 
@@ -412,7 +437,9 @@ class _Anchor:
     """Texts that the refit keeps as the base model has them: the base's
     next-token distributions at each token of its own continuation (the ids in
     `eos` left out, as in a text forced on past the answer), the KL of a fitted
-    model's from them, and whether the fitted model's argmax still agrees.
+    model's from them, and whether the fitted model's argmax still agrees. The
+    base's logits come with the continuations where `_base_continuations` made
+    them (its decoding computed them), else from a pass of the base model here.
 
     Per position, with p the base's distribution, z the fitted logits and h the
     head's input (z = W h + b):  KL = sum p log p - p . z + logsumexp(z),  and
@@ -427,7 +454,7 @@ class _Anchor:
     def __init__(
         self,
         runner: SplitRunner,
-        pairs: list[tuple[list[int], list[int]]],
+        pairs: Sequence[tuple[list[int], list[int]] | tuple[list[int], list[int], torch.Tensor]],
         below: dict[str, torch.Tensor],
         fitted: list[str],
         start: dict[str, torch.Tensor],
@@ -436,11 +463,11 @@ class _Anchor:
         watch: set[int] = frozenset(),
         prefix: Sequence[int] | None = None,
     ):
-        width = max(len(p) + len(c) for p, c in pairs)
+        width = max(len(p) + len(c) for p, c, *_ in pairs)
         ids = torch.zeros((len(pairs), width), dtype=torch.long)
         attention = torch.zeros_like(ids)
         mask = torch.zeros((len(pairs), width), dtype=torch.bool)
-        for i, (p, c) in enumerate(pairs):
+        for i, (p, c, *_) in enumerate(pairs):
             row = p + c
             ids[i, : len(row)] = torch.tensor(row)
             attention[i, : len(row)] = 1
@@ -455,8 +482,12 @@ class _Anchor:
         bias = getattr(runner.head, "bias", None)
         self.weight, self.bias = runner.head.weight.float(), (bias.float() if bias is not None else None)
         with torch.no_grad():  # the base model's distributions: the edit's delta left out everywhere
-            plain = cut if not below else runner.bottom(ids, attention, prefix=prefix)
-            reference = self._masked(runner.logits(runner.top(plain)[0], mask).float()).log_softmax(-1)
+            if all(len(pair) == 3 for pair in pairs):  # its logits as it generated the continuations
+                logits = torch.cat([pair[2] for pair in pairs]).to(device)
+            else:
+                plain = cut if not below else runner.bottom(ids, attention, prefix=prefix)
+                logits = runner.logits(runner.top(plain)[0], mask)
+            reference = self._masked(logits.float()).log_softmax(-1)
             if vocab:  # only the columns where the base puts its mass, and the answer's tokens
                 likely = reference.topk(min(vocab, reference.shape[1]), dim=-1).indices.flatten()
                 cols = torch.cat([likely, torch.tensor(sorted(watch), dtype=torch.long, device=device)]).unique()

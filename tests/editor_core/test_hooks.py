@@ -165,3 +165,18 @@ def test_mlp_top_applies_low_rank_parts_as_the_dense_sum_would(tiny, n_fitted):
     torch.testing.assert_close(low_logits, dense_logits, atol=1e-5, rtol=1e-4)
     for a, b in zip(low_grads, dense_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_mlp_tops_check_is_held_per_model_and_layout(monkeypatch):
+    """The short path is checked against the whole top on a layout's first batch; later
+    instances on the same model and layout take that answer (here: a short path made
+    wrong, refused, and still refused once it is right again), another layout is checked."""
+    model, tok = tiny_model("llama")  # its own copy: the answers held for it stay with it
+    runner, cut, mask, fitted, start = _case(model, tok, 2)
+    right = MLPTop._mlp
+    monkeypatch.setattr(MLPTop, "_mlp", lambda self, block, x, low: right(self, block, x, low) + 1.0)
+    assert not MLPTop(runner, cut, mask, fitted, start).short
+    monkeypatch.undo()
+    assert not MLPTop(runner, cut, mask, fitted, start).short, "the same layout: the held answer"
+    runner, cut, mask, fitted, start = _case(model, tok, 4)
+    assert MLPTop(runner, cut, mask, fitted, start).short, "another layout: checked on its own"

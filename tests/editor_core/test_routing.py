@@ -323,3 +323,34 @@ def test_lifelong_routed_keeps_unrelated_answers_and_summed_moves_them():
     # the same four refits added into shared weights move what the routed memory leaves alone
     assert summed["plain"]["locality"] < 100.0 or summed["plain"]["capability"] < 100.0, summed["plain"]
     assert isinstance(Routed(base_weights(model, spec.edit_params)).memory, RoutedMemory)
+
+
+def test_base_continuations_in_one_batch_are_each_texts_own_with_the_logits_an_anchor_keeps():
+    """Texts forced past EOS beside texts that stop at it, decoded in one batch: each
+    continuation is the one its text gets alone, and the logits that come with it are the
+    base's distributions an anchor would otherwise compute with a pass of its own."""
+    from editor_core.refit import _base_continuations
+    from editor_core.tokens import end_of_text_ids
+
+    model, tok = load_model("tiny-llama")
+    eos = end_of_text_ids(model, tok)
+    texts = ["The capital of Peru is", "Tell me about Peru.", chat_prompt(tok, "Who wrote Hamlet?")]
+    # the middle row's EOS made likely, so that a row that may stop does stop
+    bias = torch.zeros(model.config.vocab_size)
+    bias[sorted(eos)] = 40.0
+    model.lm_head.bias = torch.nn.Parameter(bias, requires_grad=False)
+    merged = _base_continuations(model, tok, texts, [5, 3, 6], [True, False, True])
+    for text, n, past, (ids, cont, logits) in zip(texts, [5, 3, 6], [True, False, True], merged):
+        ((alone_ids, alone, _),) = _base_continuations(model, tok, [text], [n], [past])
+        assert (ids, cont) == (alone_ids, alone)
+        assert logits.shape == (len(cont), model.config.vocab_size)
+        if past:
+            assert len(cont) == n and not eos & set(cont)
+        else:
+            assert cont[-1] in eos and len(cont) <= n
+    runner, _, fitted, start, _ = _anchor_case(model, tok)
+    given = _Anchor(runner, merged, {}, fitted, start, eos=eos)
+    computed = _Anchor(runner, [m[:2] for m in merged], {}, fitted, start, eos=eos)
+    torch.testing.assert_close(given.neg_entropy, computed.neg_entropy, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(given.mean_weight, computed.mean_weight, atol=1e-4, rtol=1e-4)
+    assert torch.equal(given.argmax, computed.argmax)
