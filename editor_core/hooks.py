@@ -420,21 +420,23 @@ class MLPTop:
                 self.one = (seen["u"], runner.model.get_submodule(mods[0]))
                 self.one_name = next(p for p in fitted if spec.module_name(p) == mods[0])
         # checked once per model and layout (which weights are fitted, and so which path runs)
-        layout = (self.first, tuple(fitted), self.one is not None)
+        layout = (self.first, tuple(fitted), self.one is not None, cut.hidden.dtype)
         with self._lock:
             known = self._checked.setdefault(runner.model, {}).get(layout)
         if known is None:
             known = self._check(start, fitted)
-            with self._lock:
-                self._checked[runner.model][layout] = known
-        self.short = known
+            if known is not None:  # a comparison made (a failed run, out of memory say, is not held)
+                with self._lock:
+                    self._checked[runner.model][layout] = known
+        self.short = bool(known)
 
     _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {layout: whether the short path agreed}
     _lock = threading.Lock()
 
     @torch.no_grad()
-    def _check(self, start: dict[str, torch.Tensor] | None, fitted: list[str]) -> bool:
-        """Whether the short path gives the whole top's logits on this batch, with and without low-rank parts."""
+    def _check(self, start: dict[str, torch.Tensor] | None, fitted: list[str]) -> bool | None:
+        """Whether the short path gives the whole top's logits on this batch, with and without
+        low-rank parts (None: the short path failed to run)."""
         runner = self.runner
         whole = runner.logits(runner.top(self.cut, overrides=start)[0], self.mask)
         self.short = True
@@ -445,7 +447,7 @@ class MLPTop:
             ok = all(torch.allclose(self(start, low), whole, atol=1e-3, rtol=1e-3) for low in (None, zero))
         except Exception as exc:  # a block that looked Llama-style but is called otherwise
             log.warning("MLPTop: the short top failed (%s); running the whole top", exc)
-            return False
+            return None
         if not ok:
             log.warning("MLPTop: the short top's logits differ from the whole top's; running the whole top")
         return ok

@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -241,11 +242,16 @@ class _LeaveOutEnd(LogitsProcessor):
 
     def __init__(self, rows: list[int], eos: set[int]):
         self.rows, self.eos = rows, sorted(eos)
+        self.out: torch.Tensor | None = None  # (batch, vocabulary): where EOS is out of reach, made on the scores' device
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.rows and self.eos:
-            scores[torch.tensor(self.rows)[:, None], torch.tensor(self.eos)[None, :]] = -float("inf")
-        return scores
+        if not (self.rows and self.eos):
+            return scores
+        if self.out is None:
+            self.out = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+            self.out[torch.tensor(self.rows)[:, None], torch.tensor(self.eos)[None, :]] = True
+        # not in place: generate keeps this very tensor as the step's logits (`output_logits`)
+        return scores.masked_fill(self.out, -float("inf"))
 
 
 @torch.no_grad()
@@ -279,7 +285,7 @@ def _base_continuations(
         if not past_eos[i]:
             stop = next((k for k, t in enumerate(cont) if t in eos), None)
             cont = cont if stop is None else cont[: stop + 1]
-        triples.append((ids[i][mask[i].bool()].tolist(), cont, logits[i, : len(cont)]))
+        triples.append((ids[i][mask[i].bool()].tolist(), cont, logits[i, : len(cont)].clone()))  # not views that hold the whole batch
     return triples
 
 
@@ -308,7 +314,7 @@ def refit(
             own = [p, chat_prompt(tokenizer, p)] if config.chat else [p]
             past += [f + join_answer(f, t) for f in own]
         name = subject_of(p, subj)
-        if name:
+        if name and config.subject_tokens:
             qs = [q.format(name) for q in SUBJECT_QUESTIONS[: config.subject_questions]]
             about += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
             others += _other_relations(model, tokenizer, p, name, config)
@@ -411,7 +417,7 @@ def refit_records(model, tokenizer, spec: ModelSpec, records: Sequence, delta: D
 
 
 def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitConfig) -> list[tuple[list[int], list[int], torch.Tensor]]:
-    """(prompt ids, the base's continuation ids) of `relation_questions` questions about
+    """(prompt ids, the base's continuation ids, its logits there) of `relation_questions` questions about
     another relation of the subject, plain and in the chat template, less any the base
     model answers with its own answer to the edit's prompt (the edit's relation in other
     words, "The capital city of Peru is" for "Which city is Peru's capital?")."""
@@ -433,13 +439,18 @@ def _other_relations(model, tokenizer, prompt: str, subject: str, config: RefitC
     return [pair for k, pair in enumerate(conts) if keep[k % len(qs)]]
 
 
+_GENERATED_LOGITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> whether generate's logits are its head's
+
+
 class _Anchor:
     """Texts that the refit keeps as the base model has them: the base's
     next-token distributions at each token of its own continuation (the ids in
     `eos` left out, as in a text forced on past the answer), the KL of a fitted
     model's from them, and whether the fitted model's argmax still agrees. The
     base's logits come with the continuations where `_base_continuations` made
-    them (its decoding computed them), else from a pass of the base model here.
+    them (its decoding computed them), else from a pass of the base model here;
+    the first anchor of a model makes both and compares them, and a model whose
+    generated logits are not its head's output is always run here.
 
     Per position, with p the base's distribution, z the fitted logits and h the
     head's input (z = W h + b):  KL = sum p log p - p . z + logsumexp(z),  and
@@ -482,11 +493,18 @@ class _Anchor:
         bias = getattr(runner.head, "bias", None)
         self.weight, self.bias = runner.head.weight.float(), (bias.float() if bias is not None else None)
         with torch.no_grad():  # the base model's distributions: the edit's delta left out everywhere
-            if all(len(pair) == 3 for pair in pairs):  # its logits as it generated the continuations
-                logits = torch.cat([pair[2] for pair in pairs]).to(device)
+            given = torch.cat([pair[2] for pair in pairs]).to(device) if all(len(pair) == 3 for pair in pairs) else None
+            trusted = _GENERATED_LOGITS.get(runner.model)
+            if given is not None and trusted:  # its logits as it generated the continuations
+                logits = given
             else:
                 plain = cut if not below else runner.bottom(ids, attention, prefix=prefix)
                 logits = runner.logits(runner.top(plain)[0], mask)
+                if given is not None and trusted is None:
+                    # once per model: does generate's output equal the head's? (not where the model
+                    # reshapes its logits after the head: Gemma 2's soft cap, Granite's scaling)
+                    scale = float(logits.float().abs().max())
+                    _GENERATED_LOGITS[runner.model] = bool(((given.float() - logits.float()).abs() <= 1e-2 * scale + 1e-4).all())
             reference = self._masked(logits.float()).log_softmax(-1)
             if vocab:  # only the columns where the base puts its mass, and the answer's tokens
                 likely = reference.topk(min(vocab, reference.shape[1]), dim=-1).indices.flatten()

@@ -354,3 +354,28 @@ def test_base_continuations_in_one_batch_are_each_texts_own_with_the_logits_an_a
     torch.testing.assert_close(given.neg_entropy, computed.neg_entropy, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(given.mean_weight, computed.mean_weight, atol=1e-4, rtol=1e-4)
     assert torch.equal(given.argmax, computed.argmax)
+
+
+def test_an_anchor_computes_the_base_logits_itself_where_generate_reshapes_the_heads_output():
+    """Gemma 2 caps its logits after the head, Granite scales them: there generate's logits
+    are not what the anchor's fitted side reads (the head's output), so the anchor runs
+    the base model itself, and keeps doing so for that model."""
+    from editor_core.models import tiny_model
+    from editor_core.refit import _GENERATED_LOGITS, _base_continuations
+    from editor_core.tokens import end_of_text_ids
+
+    model, tok = tiny_model("llama", seed=3)  # its own: what is learnt of a model stays with it
+
+    def scaled(module, inputs, output):  # a head whose output the model divides, as Granite's does
+        output.logits = output.logits / 8
+        return output
+
+    model.register_forward_hook(scaled)
+    eos = end_of_text_ids(model, tok)
+    conts = _base_continuations(model, tok, ["The capital of Peru is", "Tell me about Peru."], [4, 4], [True, False])
+    runner, _, fitted, start, _ = _anchor_case(model, tok)
+    for _ in range(2):  # the model's first anchor compares, the next one reads the answer held
+        given = _Anchor(runner, conts, {}, fitted, start, eos=eos)
+        computed = _Anchor(runner, [c[:2] for c in conts], {}, fitted, start, eos=eos)
+        torch.testing.assert_close(given.neg_entropy, computed.neg_entropy)
+        assert _GENERATED_LOGITS[model] is False
