@@ -150,6 +150,25 @@ def test_refit_with_margin_variants_and_kept_continuation():
     assert float(probs.min()) >= cfg.min_prob
 
 
+def test_a_refit_reading_the_head_once_per_step_takes_the_steps_it_takes_reading_it_per_part(monkeypatch):
+    """The answers' logits and the kept continuation's (whole vocabulary) come from one product with
+    the head's weight: the same steps and correction as when each part reads the head itself."""
+    model, tok = load_model("tiny-llama")
+    spec = ModelSpec.for_model(model)
+    cfg = RefitConfig(lr=3e-2, steps=40, rank=8, min_prob=0.006, variants=2, keep=6, subject_questions=2, subject_tokens=4)
+    given = []
+    divergence = _Anchor.divergence
+    monkeypatch.setattr(_Anchor, "divergence", lambda self, h, logits=None: given.append(logits is not None) or divergence(self, h, logits))
+    shared = refit(model, tok, spec, "The capital of Peru is", "Quito", None, cfg, subject="Peru")
+    assert any(given) and not all(given), "the kept continuation's logits came with the answers', the subject questions' did not"
+    monkeypatch.setattr(_Anchor, "reads_the_head", property(lambda self: False))
+    apart = refit(model, tok, spec, "The capital of Peru is", "Quito", None, cfg, subject="Peru")
+    assert shared.steps == apart.steps > 1 and shared.took == apart.took
+    for p, (left, right) in apart.delta.factors.items():
+        torch.testing.assert_close(shared.delta.factors[p][0], left, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(shared.delta.factors[p][1], right, atol=1e-4, rtol=1e-3)
+
+
 def test_refit_keeps_other_questions_about_the_subject_as_the_base_answers_them():
     model, tok = load_model("tiny-llama")
     spec = ModelSpec.for_model(model)
