@@ -140,7 +140,7 @@ class RefitConfig:
 # from the editor's delta again. Only the edit's own question (plain and chat) and any rephrasings
 # the caller gave, no made variants and nothing kept, a few large steps, a 0.5 margin. On those 20
 # edits (runs beside two benches): Rel 100 / 100 and rephrasings 90 / 95 % by generation, 4.1 steps.
-# The editor and the fit together: 1.37x one forward+backward of the model (bench/lifelong_speed.py,
+# The editor and the fit together: 1.21x one forward+backward of the model (bench/lifelong_speed.py,
 # an edit sent without rephrasings, on a quiet machine; session 15, before hooks.PrefixCache and the
 # low-rank corrections in hooks.MLPTop: 1.51x). What a user meets before the full refit
 # lands: bench/lifelong.py --methods instructedit/routed+quick. Other questions about the subject
