@@ -213,6 +213,25 @@ def _direct_kl(anchor, start, moved, eos, cols=None):
     return (p.exp() * (p - q)).sum(-1).mean(), bool((q.argmax(-1) == p.argmax(-1)).all())
 
 
+def test_an_anchor_counts_a_token_the_base_nearly_chose_as_agreeing():
+    model, tok = load_model("tiny-llama")
+    runner, pairs, fitted, start, moved = _anchor_case(model, tok)
+    eos = {tok.eos_token_id}
+    exact = _Anchor(runner, pairs, {}, fitted, start, eos=eos)
+    logits, base = exact.top(moved).float().detach(), exact.top(start).float().detach()
+    logits[:, sorted(eos)] = -1e4
+    base[:, sorted(eos)] = -1e4
+    base = base.log_softmax(-1)
+    # per position: how far below the base's own argmax the base put the fitted model's argmax
+    gap = float((base.max(-1).values - base.gather(1, logits.argmax(-1)[:, None])[:, 0]).max())
+    assert gap > 0 and not exact(moved)[1]
+    assert not _Anchor(runner, pairs, {}, fitted, start, eos=eos, margin=0.9 * gap)(moved)[1]
+    tolerant = _Anchor(runner, pairs, {}, fitted, start, eos=eos, margin=1.1 * gap)
+    assert tolerant(moved)[1] and tolerant(start)[1]
+    # the KL does not depend on the margin
+    torch.testing.assert_close(tolerant(moved)[0], exact(moved)[0])
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_anchor_kl_is_the_base_to_fitted_kl_and_its_restriction_keeps_the_answer_tokens(bias):
     model, tok = load_model("tiny-llama")
