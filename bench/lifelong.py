@@ -54,18 +54,18 @@ METHODS = (
 )
 
 
-def refit_of(name: str, refit_cfg: RefitConfig) -> RefitConfig | None:
+def refit_of(name: str, refit_cfg: RefitConfig, quick_cfg: RefitConfig = QUICK) -> RefitConfig | None:
     """The refit a method runs: "+refit", the full refit (`refit_cfg`), what the service ends with; "+quick", the service's
-    instant stage alone (`refit.QUICK`), what a user meets before the full refit lands."""
+    instant stage alone (`quick_cfg`, `refit.QUICK` unless --quick), what a user meets before the full refit lands."""
     editor_name, holding = name.split("/")
     if "+refit" in holding or editor_name == "refit-only":
         return refit_cfg
-    return QUICK if "+quick" in holding else None
+    return quick_cfg if "+quick" in holding else None
 
 
-def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig) -> lifelong.Method:
+def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig, quick_cfg: RefitConfig = QUICK) -> lifelong.Method:
     editor_name, holding = name.split("/")
-    refit = refit_of(name, refit_cfg)
+    refit = refit_of(name, refit_cfg, quick_cfg)
     holding = holding.replace("+refit", "").replace("+quick", "")
     if editor_name == "instructedit":
         editor = load_editor(SHIPPED, model)
@@ -132,6 +132,13 @@ def main(argv: list[str] | None = None) -> None:
         help="other RefitConfig fields, e.g. --refit n_weights=1 keep=0 (to measure a setting other than the default)",
     )
     ap.add_argument(
+        "--quick",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help='RefitConfig fields of the quick fit that "+quick" methods run (default: refit.QUICK), e.g. --quick subject_tokens=1',
+    )
+    ap.add_argument(
         "--fill",
         default=None,
         metavar="K/M",
@@ -176,17 +183,22 @@ def main(argv: list[str] | None = None) -> None:
     probes = lifelong.Probes(records, capability_questions(), relation=lifelong.other_relations(records))
     router = RouterConfig(threshold=args.threshold)
     fields = [f.name for f in dataclasses.fields(RefitConfig)]
-    overrides = {}
-    for item in args.refit:
-        name, _, value = item.partition("=")
-        if name not in fields:
-            ap.error(f"--refit: no RefitConfig field {name!r}; fields: {', '.join(fields)}")
-        parsed = json.loads(value.lower() if value.lower() in ("true", "false") else value)
-        default = getattr(RefitConfig(), name)
-        # as the field's own type, so that "4" and the default 4.0 name the same settings (and cache)
-        overrides[name] = type(default)(parsed) if isinstance(default, (int, float)) else parsed
+
+    def overrides(flag: str, items: list[str]) -> dict:
+        out = {}
+        for item in items:
+            name, _, value = item.partition("=")
+            if name not in fields:
+                ap.error(f"{flag}: no RefitConfig field {name!r}; fields: {', '.join(fields)}")
+            parsed = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+            default = getattr(RefitConfig(), name)
+            # as the field's own type, so that "4" and the default 4.0 name the same settings (and cache)
+            out[name] = type(default)(parsed) if isinstance(default, (int, float)) else parsed
+        return out
+
     # --refit lr=... or steps=... wins over --refit-lr and --refit-steps
-    refit_cfg = dataclasses.replace(RefitConfig(), **({"lr": args.refit_lr, "steps": args.refit_steps} | overrides))
+    refit_cfg = dataclasses.replace(RefitConfig(), **({"lr": args.refit_lr, "steps": args.refit_steps} | overrides("--refit", args.refit)))
+    quick_cfg = dataclasses.replace(QUICK, **overrides("--quick", args.quick))
     reference: dict = {}
 
     def refit_settings(cfg: RefitConfig) -> dict:
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def save(res: dict) -> None:
         res["split"] = args.split
-        cfg = refit_of(res["method"], refit_cfg)
+        cfg = refit_of(res["method"], refit_cfg, quick_cfg)
         if cfg is not None:
             res["refit"] = refit_settings(cfg)
         if "/routed" in res["method"]:
@@ -228,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     def cache_of(name: str) -> Path:
-        cfg = refit_of(name, refit_cfg) or refit_cfg  # (a method without a refit is named by the default's settings, as before)
+        cfg = refit_of(name, refit_cfg, quick_cfg) or refit_cfg  # (a method without a refit is named by the default's settings, as before)
         named = {**refit_settings(cfg), "code": REFIT_CODE}
         settings = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
         return args.cache / args.split / f"{name.replace('/', '_')}-refit{settings}"
@@ -236,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fill:
         k, m = (int(x) for x in args.fill.split("/"))
         for name in args.methods.split(","):
-            method = make_method(name, model, refit_cfg, router)
+            method = make_method(name, model, refit_cfg, router, quick_cfg)
             if method.holding != "routed":
                 continue
             holding = method.make_holding(lifelong.base_weights(model, method_spec(method, model).edit_params))
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     for name in args.methods.split(","):
-        method = make_method(name, model, refit_cfg, router)
+        method = make_method(name, model, refit_cfg, router, quick_cfg)
         todo = [n for n in checkpoints if (name, n, args.split) not in have]
         skipped = sorted(set(checkpoints) - set(todo))
         if skipped:

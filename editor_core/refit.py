@@ -107,6 +107,13 @@ class RefitConfig:
     subject_questions: int = 4
     subject_tokens: int = 8
     subject_weight: float = 4.0
+    # Stop only once the kept subject questions' argmaxes are the base's (False: the KL term alone).
+    # With subject_tokens = 1 no continuation is decoded: each question's last position is the kept one.
+    # Session 18 tried both in the quick fit (QUICK + 4 questions, 1 token, KL only) on 100 routed
+    # validation edits: chat questions about the subject answered with the target 81 % -> 30 %
+    # (weight 1) / 17 % (weight 4), but chat rephrasings 94 % -> 76 / 75 % and 4-7x the quick fit's
+    # time (docs/RESULTS.md): not adopted.
+    subject_stop: bool = True
     # Questions of the edit's own shape about its subject and another relation ("The founder of
     # Peru is", "What is the official language of Peru?"; `relation_questions`), their first
     # `relation_tokens` answer tokens kept with the subject questions' weight (0: off). With
@@ -358,9 +365,15 @@ def refit(
     watch = set(labels.tolist())  # the answer's tokens: what a fitted model is most likely to say too often
     restricted = {"vocab": config.anchor_vocab, "watch": watch, "margin": config.tie_margin}  # the subject and relation anchors
     about = list(dict.fromkeys(about))
-    # the base's own continuations of both, in one batch (their decoding steps shared)
-    lengths = [config.keep] * len(past) + [config.subject_tokens] * len(about)
-    conts = _base_continuations(model, tokenizer, past + about, lengths, [True] * len(past) + [False] * len(about))
+    # the base's own continuations of both, in one batch (their decoding steps shared); a first token
+    # alone needs no decoding: the anchor reads the base's distribution at each question's end itself
+    decoded = about if config.subject_tokens > 1 else []
+    lengths = [config.keep] * len(past) + [config.subject_tokens] * len(decoded)
+    conts = _base_continuations(model, tokenizer, past + decoded, lengths, [True] * len(past) + [False] * len(decoded))
+    if about and not decoded:
+        ids, mask = encode_prompts(tokenizer, about)
+        # each question's ids, and its last id again as a placeholder: no kept position reads it
+        conts += [(row[m.bool()].tolist(), row[-1:].tolist()) for row, m in zip(ids, mask)]
     if past:
         eos = end_of_text_ids(model, tokenizer)
         # over the whole vocabulary: past EOS a fitted model moves its mass to tokens the base never
@@ -369,7 +382,7 @@ def refit(
         anchors.append((anchor, config.keep_weight, False))
     if about:
         anchor = _Anchor(runner, conts[len(past) :], below, fitted, start, prefix=prefix, **restricted)
-        anchors.append((anchor, config.subject_weight, True))
+        anchors.append((anchor, config.subject_weight, config.subject_stop))
     if others:  # their continuations were generated when they were chosen
         anchor = _Anchor(runner, others, below, fitted, start, prefix=prefix, **restricted)
         anchors.append((anchor, config.subject_weight, config.relation_stop))

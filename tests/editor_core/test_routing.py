@@ -182,6 +182,11 @@ def test_refit_keeps_other_questions_about_the_subject_as_the_base_answers_them(
     tree = fork(model, materialize(base, [result.delta]))
     assert all(answers_exactly(tree, tok, ["The capital of Peru is", chat_prompt(tok, "The capital of Peru is")], ["Quito"] * 2))
     assert metrics.generate_answers(tree, tok, other, max_new_tokens=6) == before
+    # their first token alone kept (no decoding): that token is the base's
+    first = refit(model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(**{**cfg.__dict__, "subject_tokens": 1}))
+    assert first.took and first.kept
+    tree = fork(model, materialize(base, [first.delta]))
+    assert metrics.generate_answers(tree, tok, other, max_new_tokens=1) == metrics.generate_answers(model, tok, other, max_new_tokens=1)
     # without the kept questions the same refit answers them otherwise
     plain = refit(model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(**{**cfg.__dict__, "subject_questions": 0}))
     loose = fork(model, materialize(base, [plain.delta]))
@@ -392,6 +397,26 @@ def test_base_continuations_in_one_batch_are_each_texts_own_with_the_logits_an_a
     torch.testing.assert_close(given.neg_entropy, computed.neg_entropy, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(given.mean_weight, computed.mean_weight, atol=1e-4, rtol=1e-4)
     assert torch.equal(given.argmax, computed.argmax)
+
+
+def test_an_anchor_on_a_first_token_alone_needs_no_decoding():
+    """A kept first answer token (`subject_tokens=1`) is read at the question's last position:
+    the refit gives the anchor each question with a placeholder after it instead of decoding,
+    and the anchor keeps the same distributions as with the base's own first token."""
+    from editor_core.refit import _base_continuations
+    from editor_core.tokens import encode_prompts
+
+    model, tok = load_model("tiny-llama")
+    texts = ["Tell me about Peru.", chat_prompt(tok, "What is Peru known for?"), "Peru is"]
+    decoded = _base_continuations(model, tok, texts, [1] * len(texts), [False] * len(texts))
+    ids, mask = encode_prompts(tok, texts)
+    placeheld = [(row[m.bool()].tolist(), row[-1:].tolist()) for row, m in zip(ids, mask)]
+    runner, _, fitted, start, moved = _anchor_case(model, tok)
+    want = _Anchor(runner, decoded, {}, fitted, start, vocab=8, watch={17})
+    got = _Anchor(runner, placeheld, {}, fitted, start, vocab=8, watch={17})
+    assert torch.equal(got.cols, want.cols) and torch.equal(got.argmax, want.argmax)
+    torch.testing.assert_close(got.neg_entropy, want.neg_entropy, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got(moved)[0], want(moved)[0], atol=1e-4, rtol=1e-4)
 
 
 def test_an_anchor_computes_the_base_logits_itself_where_generate_reshapes_the_heads_output():
