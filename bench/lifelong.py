@@ -46,7 +46,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Part of the cache's name beside the refit's settings and its kept subject questions' texts: raise it
 # when the refit's code changes what a setting computes (2: `keep` reads the whole vocabulary, session
 # 13; 3: no bare "{} is" among the kept subject questions, session 14, before their texts were part of
-# the name), so no older edit is reused.
+# the name), so no older edit is reused. A new RefitConfig field renames every cache too (session 18:
+# `tie_margin`, `subject_stop`), even at its default: older cached edits are then computed again.
 REFIT_CODE = 3
 METHODS = (
     *("instructedit/summed", "ft-l/summed", "locft-bf/all", "instructedit/routed"),
@@ -107,6 +108,7 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "norm_ratio_max": res["norm_ratio_max"],
             "seconds_instant": res["seconds_instant"],
             "refit_took": res["refit_took"],
+            "refit_steps": res.get("refit_steps"),  # mean per edit
             "refit": res.get("refit"),
             "router": res.get("router"),
             "examples": res["examples"] if fmt == "plain" else res.get("subject_examples"),
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         default=[],
         metavar="FIELD=VALUE",
-        help='RefitConfig fields of the quick fit that "+quick" methods run (default: refit.QUICK), e.g. --quick subject_tokens=1',
+        help='RefitConfig fields of the quick fit that "+quick" methods run (default: refit.QUICK), e.g. --quick subject_tokens=1; '
+        "rows keep the method's name, so give such a run its own --out",
     )
     ap.add_argument(
         "--fill",

@@ -592,6 +592,7 @@ def run(
                 res["seconds_instant"] = sum(x["seconds_instant"] for x in infos) / len(infos)
                 took = [x["refit_took"] for x in infos if x["refit_took"] is not None]
                 res["refit_took"] = 100.0 * sum(took) / len(took) if took else None
+                res["refit_steps"] = sum(x["refit_steps"] for x in infos) / len(infos)
                 results.append(res)
                 if on_result:
                     on_result(res)

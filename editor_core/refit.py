@@ -104,15 +104,16 @@ class RefitConfig:
     # the chat questions about an edited subject answered with its target ("Tell me about Peru." ->
     # "Quito") from 90 % to 7 %, and fluency from 0.14x to 0.57x; chat rephrasings 97 % -> 80 %,
     # plain 87 % -> 83 %; the refit costs about 8x the steps (57 s against 7 s per edit, one thread).
+    # With subject_tokens = 1 no continuation is decoded: each question's last position is the kept one.
     subject_questions: int = 4
     subject_tokens: int = 8
     subject_weight: float = 4.0
     # Stop only once the kept subject questions' argmaxes are the base's (False: the KL term alone).
-    # With subject_tokens = 1 no continuation is decoded: each question's last position is the kept one.
-    # Session 18 tried both in the quick fit (QUICK + 4 questions, 1 token, KL only) on 100 routed
-    # validation edits: chat questions about the subject answered with the target 81 % -> 30 %
-    # (weight 1) / 17 % (weight 4), but chat rephrasings 94 % -> 76 / 75 % and 4-7x the quick fit's
-    # time (docs/RESULTS.md): not adopted.
+    # Session 18 added the first token of 4 subject questions to the quick fit (QUICK with
+    # subject_questions=4, subject_tokens=1, subject_stop=False) on 100 routed validation edits: chat
+    # questions about the subject answered with the target 81 % -> 30 % with weight 1 and 17 % with
+    # weight 4, but chat rephrasings 94 % -> 76 / 75 % and 4-7x the quick fit's time
+    # (docs/RESULTS.md): not adopted.
     subject_stop: bool = True
     # Questions of the edit's own shape about its subject and another relation ("The founder of
     # Peru is", "What is the official language of Peru?"; `relation_questions`), their first
@@ -137,13 +138,14 @@ class RefitConfig:
     # argmax check, which decides when the refit stops, then looks at those tokens only; measured
     # by generation, the subject questions kept their answers as often as with the whole vocabulary.
     anchor_vocab: int = 64
-    # A kept position still agrees when the fitted model's argmax is a token the base gave a
-    # log-probability within `tie_margin` nats of its own argmax's (0: only the base's argmax agrees).
+    # A kept subject (or relation) question's position still agrees when the fitted model's argmax is a
+    # token the base gave a log-probability within `tie_margin` nats of its own argmax's (0: only the
+    # base's argmax agrees; above 0, `RefitResult.kept` no longer means the base's greedy text).
     # Most of a refit's steps wait for that agreement, and late in a refit every disagreement is such
     # a near-tie (below 0.5 nats on 6 validation edits). On 100 routed validation edits (session 18,
     # bench/results/lifelong_val.md) 0.3 took the steps from 41.3 to 22.5 (none at the cap, against
     # 21) and the refit's time to 0.71x, but plain rephrasings from 83 to 79 % and fluency from 0.97x
-    # to 0.91x (chat 94 % both): the steps spent waiting also make the answer hold. Not adopted.
+    # to 0.91x (chat 94 % both): the steps spent waiting seem to make the answer hold. Not adopted.
     tie_margin: float = 0.0
     max_length: int = 128
     seed: int = 0
@@ -371,14 +373,14 @@ def refit(
     lengths = [config.keep] * len(past) + [config.subject_tokens] * len(decoded)
     conts = _base_continuations(model, tokenizer, past + decoded, lengths, [True] * len(past) + [False] * len(decoded))
     if about and not decoded:
-        ids, mask = encode_prompts(tokenizer, about)
+        q_ids, q_mask = encode_prompts(tokenizer, about)
         # each question's ids, and its last id again as a placeholder: no kept position reads it
-        conts += [(row[m.bool()].tolist(), row[-1:].tolist()) for row, m in zip(ids, mask)]
+        conts += [(row[m.bool()].tolist(), row[-1:].tolist()) for row, m in zip(q_ids, q_mask)]
     if past:
         eos = end_of_text_ids(model, tokenizer)
         # over the whole vocabulary: past EOS a fitted model moves its mass to tokens the base never
         # considers there (the chat template's <|im_start|>), which a restricted KL cannot see
-        anchor = _Anchor(runner, conts[: len(past)], below, fitted, start, eos=eos, vocab=0, prefix=prefix, margin=config.tie_margin)
+        anchor = _Anchor(runner, conts[: len(past)], below, fitted, start, eos=eos, vocab=0, prefix=prefix)
         anchors.append((anchor, config.keep_weight, False))
     if about:
         anchor = _Anchor(runner, conts[len(past) :], below, fitted, start, prefix=prefix, **restricted)

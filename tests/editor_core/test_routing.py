@@ -183,7 +183,9 @@ def test_refit_keeps_other_questions_about_the_subject_as_the_base_answers_them(
     assert all(answers_exactly(tree, tok, ["The capital of Peru is", chat_prompt(tok, "The capital of Peru is")], ["Quito"] * 2))
     assert metrics.generate_answers(tree, tok, other, max_new_tokens=6) == before
     # their first token alone kept (no decoding): that token is the base's
-    first = refit(model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(**{**cfg.__dict__, "subject_tokens": 1}))
+    first = refit(
+        model, tok, spec, "The capital of Peru is", "Quito", None, RefitConfig(**{**cfg.__dict__, "subject_tokens": 1}), subject="Peru"
+    )
     assert first.took and first.kept
     tree = fork(model, materialize(base, [first.delta]))
     assert metrics.generate_answers(tree, tok, other, max_new_tokens=1) == metrics.generate_answers(model, tok, other, max_new_tokens=1)
@@ -218,20 +220,25 @@ def _direct_kl(anchor, start, moved, eos, cols=None):
     return (p.exp() * (p - q)).sum(-1).mean(), bool((q.argmax(-1) == p.argmax(-1)).all())
 
 
-def test_an_anchor_counts_a_token_the_base_nearly_chose_as_agreeing():
+@pytest.mark.parametrize("vocab", [0, 6])
+def test_an_anchor_counts_a_token_the_base_nearly_chose_as_agreeing(vocab):
+    """Whole vocabulary, and restricted to the base's likeliest tokens as the subject questions are."""
     model, tok = load_model("tiny-llama")
     runner, pairs, fitted, start, moved = _anchor_case(model, tok)
     eos = {tok.eos_token_id}
-    exact = _Anchor(runner, pairs, {}, fitted, start, eos=eos)
+    kind = {"eos": eos, "vocab": vocab, "watch": {17}}
+    exact = _Anchor(runner, pairs, {}, fitted, start, **kind)
     logits, base = exact.top(moved).float().detach(), exact.top(start).float().detach()
     logits[:, sorted(eos)] = -1e4
     base[:, sorted(eos)] = -1e4
+    if exact.cols is not None:
+        logits, base = logits[:, exact.cols], base[:, exact.cols]
     base = base.log_softmax(-1)
     # per position: how far below the base's own argmax the base put the fitted model's argmax
     gap = float((base.max(-1).values - base.gather(1, logits.argmax(-1)[:, None])[:, 0]).max())
     assert gap > 0 and not exact(moved)[1]
-    assert not _Anchor(runner, pairs, {}, fitted, start, eos=eos, margin=0.9 * gap)(moved)[1]
-    tolerant = _Anchor(runner, pairs, {}, fitted, start, eos=eos, margin=1.1 * gap)
+    assert not _Anchor(runner, pairs, {}, fitted, start, margin=0.9 * gap, **kind)(moved)[1]
+    tolerant = _Anchor(runner, pairs, {}, fitted, start, margin=1.1 * gap, **kind)
     assert tolerant(moved)[1] and tolerant(start)[1]
     # the KL does not depend on the margin
     torch.testing.assert_close(tolerant(moved)[0], exact(moved)[0])
