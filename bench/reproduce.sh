@@ -105,6 +105,11 @@ lifelong() {
   # subject questions, which the code no longer does) and a hidden-state gate per edit (not adopted)
   python bench/lifelong.py --split relval --methods instructedit/routed+refit --checkpoints 30 --single 0 --threads 1
   python bench/relation_gate.py --records 60
+  # session 18, on validation, not adopted (docs/RESULTS.md; each run with its own --out, rows renamed in lifelong_val.json):
+  #   python bench/lifelong.py --split val --methods instructedit/routed+refit --checkpoints 100 --single 0 --threads 1 \
+  #     --refit tie_margin=0.3 --out runs/val100_tm0.3.json         (and tie_margin=0.0, the default, beside it)
+  #   python bench/lifelong.py --split val --methods instructedit/routed+quick --checkpoints 100 --single 0 --threads 1 \
+  #     --quick subject_questions=4 subject_tokens=1 subject_stop=false subject_weight=4 --out runs/valq_s1k.json
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
   wait
