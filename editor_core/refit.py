@@ -271,6 +271,14 @@ class _LeaveOutEnd(LogitsProcessor):
         return scores.masked_fill(self.out, -float("inf"))
 
 
+def _first_token_rows(tokenizer, texts: list[str]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, a placeholder) per text, for an anchor that keeps the first answer token alone:
+    it reads the base's distribution at the prompt's last position, so nothing needs decoding, and
+    the placeholder (the last id again) sits where no kept position reads it."""
+    ids, mask = encode_prompts(tokenizer, texts)
+    return [(row[m.bool()].tolist(), row[-1:].tolist()) for row, m in zip(ids, mask)]
+
+
 @torch.no_grad()
 def _base_continuations(
     model, tokenizer, texts: list[str], n_tokens: Sequence[int], past_eos: Sequence[bool]
@@ -373,9 +381,7 @@ def refit(
     lengths = [config.keep] * len(past) + [config.subject_tokens] * len(decoded)
     conts = _base_continuations(model, tokenizer, past + decoded, lengths, [True] * len(past) + [False] * len(decoded))
     if about and not decoded:
-        q_ids, q_mask = encode_prompts(tokenizer, about)
-        # each question's ids, and its last id again as a placeholder: no kept position reads it
-        conts += [(row[m.bool()].tolist(), row[-1:].tolist()) for row, m in zip(q_ids, q_mask)]
+        conts += _first_token_rows(tokenizer, about)
     if past:
         eos = end_of_text_ids(model, tokenizer)
         # over the whole vocabulary: past EOS a fitted model moves its mass to tokens the base never

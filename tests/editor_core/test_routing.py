@@ -410,14 +410,13 @@ def test_an_anchor_on_a_first_token_alone_needs_no_decoding():
     """A kept first answer token (`subject_tokens=1`) is read at the question's last position:
     the refit gives the anchor each question with a placeholder after it instead of decoding,
     and the anchor keeps the same distributions as with the base's own first token."""
-    from editor_core.refit import _base_continuations
-    from editor_core.tokens import encode_prompts
+    from editor_core.refit import _base_continuations, _first_token_rows
 
     model, tok = load_model("tiny-llama")
     texts = ["Tell me about Peru.", chat_prompt(tok, "What is Peru known for?"), "Peru is"]
     decoded = _base_continuations(model, tok, texts, [1] * len(texts), [False] * len(texts))
-    ids, mask = encode_prompts(tok, texts)
-    placeheld = [(row[m.bool()].tolist(), row[-1:].tolist()) for row, m in zip(ids, mask)]
+    placeheld = _first_token_rows(tok, texts)
+    assert [ids for ids, _ in placeheld] == [ids for ids, _, _ in decoded]
     runner, _, fitted, start, moved = _anchor_case(model, tok)
     want = _Anchor(runner, decoded, {}, fitted, start, vocab=8, watch={17})
     got = _Anchor(runner, placeheld, {}, fitted, start, vocab=8, watch={17})
