@@ -47,7 +47,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # when the refit's code changes what a setting computes (2: `keep` reads the whole vocabulary, session
 # 13; 3: no bare "{} is" among the kept subject questions, session 14, before their texts were part of
 # the name), so no older edit is reused. A new RefitConfig field renames every cache too (session 18:
-# `tie_margin`, `subject_stop`), even at its default: older cached edits are then computed again.
+# `tie_margin`, `subject_stop`; session 19: `narrow_scope`), even at its default: older cached edits
+# are then computed again.
 REFIT_CODE = 3
 METHODS = (
     *("instructedit/summed", "ft-l/summed", "locft-bf/all", "instructedit/routed"),
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoints", default="10,100,1000")
     ap.add_argument("--single", type=int, default=100, help="N=1 rows: this many records, each edited alone (0: skip)")
     ap.add_argument("--threshold", type=float, default=RouterConfig.threshold)
+    ap.add_argument(
+        "--narrow-threshold", type=float, default=RouterConfig.narrow_threshold, help="the router's for narrow (quick-fitted) edits"
+    )
     ap.add_argument("--refit-lr", type=float, default=RefitConfig.lr)
     ap.add_argument("--refit-steps", type=int, default=RefitConfig.steps)
     ap.add_argument(
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     model, tok = load_model(args.model)
     records = edit_records(args.split, max(checkpoints + [args.single]))
     probes = lifelong.Probes(records, capability_questions(), relation=lifelong.other_relations(records))
-    router = RouterConfig(threshold=args.threshold)
+    router = RouterConfig(threshold=args.threshold, narrow_threshold=args.narrow_threshold)
     fields = [f.name for f in dataclasses.fields(RefitConfig)]
 
     def overrides(flag: str, items: list[str]) -> dict:

@@ -56,8 +56,14 @@ async def open_runtime(settings: Settings, components: Components | None = None,
         components = await asyncio.to_thread(load_components, settings)
     components.editor.eval()
     model = components.model
-    state = await asyncio.to_thread(ModelState, model, components.tokenizer, components.editor.spec.edit_params,
-                                    memory=settings.memory, router=RouterConfig(threshold=settings.router_threshold))
+    state = await asyncio.to_thread(
+        ModelState,
+        model,
+        components.tokenizer,
+        components.editor.spec.edit_params,
+        memory=settings.memory,
+        router=RouterConfig(threshold=settings.router_threshold, narrow_threshold=settings.router_narrow_threshold),
+    )
     identity = {"model": getattr(model, "name_or_path", ""), "edit_params": list(state.names)}
     store = Store.open(settings.store_dir, identity=identity, base_sha256=state.base_sha256)
     queue = worker = None
@@ -96,8 +102,9 @@ async def open_runtime(settings: Settings, components: Components | None = None,
 def _restore(store: Store, state: ModelState) -> None:
     """Serve the store's head version: base + its active deltas."""
     head = store.head()
-    snapshot = state.assemble(head.version, head.active, store.delta_of_edit, store.scope_of,
-                              lambda active: store.best_snapshot(list(active), state.device))
+    snapshot = state.assemble(
+        head.version, head.active, store.delta_of_edit, store.scope_of, lambda active: store.best_snapshot(list(active), state.device)
+    )
     if snapshot.state_sha256 != head.state_sha256:
         # Same store, other arithmetic (device or library changed): serve what we computed, loudly.
         log.error("rebuilt version %d has state_sha256 %s, the store recorded %s", head.version, snapshot.state_sha256, head.state_sha256)

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         description="routed: the similarity a question needs with one of an edit's questions to run on that edit, "
         "once it names that edit's subject (chosen on validation records, bench/router_keys.py)",
     )
+    router_narrow_threshold: float = Field(
+        0.1,  # editor_core.routing.RouterConfig.narrow_threshold
+        ge=0.0,
+        le=1.0,
+        description="routed: while an edit is served by its quick fit (before its refit lands, or for good when the refit "
+        "is off or did not take), the similarity a question's words other than the subject's need with the edit's "
+        "prompt or rephrasings for it to run on that edit (0: as wide as a refit edit)",
+    )
     refit: bool = Field(
         True,
         description="routed: fit each edit's delta again in the background, from the editor's delta, until its "

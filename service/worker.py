@@ -116,8 +116,10 @@ class Worker:
             the writer loop commits a refit as a new version when it is done.
         quick (refit.QUICK): routed memory only: a short fit of the editor's delta on
             the edit's own question, before the edit is published, so that it shows
-            in generated answers at once; the full refit then starts again from the
-            editor's delta. None: publish the editor's delta as it is.
+            in generated answers at once; its delta is narrow (questions worded
+            like the edit's own reach it, `routing.MemoryEntry.narrow`) until the
+            full refit, which starts again from the editor's delta, replaces it.
+            None: publish the editor's delta as it is.
         on_checkpoint (None): called with (stage, job_id) at "computed" (before
             the commit) and "committed" (before the swap and the ack); tests
             raise a BaseException there to stand for the process dying.

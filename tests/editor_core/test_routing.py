@@ -1,6 +1,8 @@
 """The routed memory: which edit a question falls under, and the refit that makes an edit show."""
 
 import dataclasses
+import hashlib
+import json
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from editor_core.models import ModelSpec, load_model
 from editor_core.records import EditRecord, Probe
 from editor_core.refit import (
     PREFIXES,
+    QUICK,
     SUBJECT_QUESTIONS,
     RefitConfig,
     _Anchor,
@@ -23,7 +26,7 @@ from editor_core.refit import (
     relation_questions,
     variants,
 )
-from editor_core.routing import IdfTable, Key, MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of, words
+from editor_core.routing import NARROW, IdfTable, Key, MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of, words
 from editor_core.tokens import encode_pairs
 from service.state import fork
 
@@ -102,6 +105,57 @@ def test_the_memory_is_a_function_of_the_ordered_list():
     assert b.sha256() != a.sha256() and b.route("Snow is").entry.edit_id == "e9"
 
 
+def narrow(tag: float) -> Delta:
+    return Delta(delta(tag).factors, {"scope": NARROW})
+
+
+PERU = ("The capital of Peru is", "What is the capital city of Peru?", "Which city is Peru's capital?")
+ABOUT_PERU = ("Tell me about Peru.", "What is the official language of Peru?", "Who founded Peru?", "Peru is")
+
+
+def test_a_narrow_edit_answers_only_questions_worded_like_its_own():
+    # A quick-fitted delta answers any question about its subject with the target: its entry is narrow.
+    m = RoutedMemory([MemoryEntry("e0", narrow(0), scope_of("The capital of Peru is", subject="Peru"))])
+    assert m.entries[0].narrow
+    assert all(m.route(q).entry.edit_id == "e0" for q in PERU)
+    for q in ABOUT_PERU:
+        route = m.route(q)
+        assert route.entry is None and route.similarity == 0.0, (q, route)
+    # The same delta held wide (a full refit's), or a router that does not narrow: every question that names Peru.
+    for wide in (
+        RoutedMemory([MemoryEntry("e0", delta(0), scope_of("The capital of Peru is", subject="Peru"))]),
+        RoutedMemory(m.entries, config=RouterConfig(narrow_threshold=0.0)),
+    ):
+        assert all(wide.route(q).entry.edit_id == "e0" for q in PERU + ABOUT_PERU)
+    # A rephrasing the caller gave is a key of its own, worded like itself; a key that is all subject takes any question.
+    given = RoutedMemory([MemoryEntry("e0", narrow(0), scope_of("The capital of Peru is", ["Peru's seat of government is in"], "Peru"))])
+    assert given.route("Where is Peru's seat of government?").entry.edit_id == "e0"
+    bare = RoutedMemory([MemoryEntry("e0", narrow(0), scope_of("Peru", subject="Peru"))])
+    assert bare.route("Tell me about Peru.").entry.edit_id == "e0"
+
+
+def test_a_question_a_narrow_edit_refuses_goes_to_an_older_edit_of_its_subject():
+    m = RoutedMemory(
+        [
+            MemoryEntry("e0", delta(0), scope_of("The official language of Peru is", subject="Peru")),
+            MemoryEntry("e1", narrow(1), scope_of("The capital of Peru is", subject="Peru")),
+        ]
+    )
+    assert m.route("What is the official language of Peru?").entry.edit_id == "e0"
+    assert m.route("What is the capital city of Peru?").entry.edit_id == "e1"
+
+
+def test_whether_an_edit_is_narrow_is_part_of_the_state():
+    def held(d: Delta) -> RoutedMemory:
+        return RoutedMemory([MemoryEntry("e0", d, scope_of("The capital of Peru is", subject="Peru"))])
+
+    wide, narrowed = held(delta(0)), held(narrow(0))
+    assert narrowed.sha256() != wide.sha256()
+    # a wide memory hashes as before narrow entries existed (stored versions keep their state hashes)
+    before = hashlib.sha256(json.dumps(["e0", delta(0).sha256(), [["The capital of Peru is", "Peru"]]]).encode()).hexdigest()
+    assert wide.sha256() == before
+
+
 def test_idf_table_round_trip(tmp_path):
     table = IdfTable.build(["the capital of peru", "the capital of chile", "who wrote hamlet"], min_df=1)
     assert table.idf("the") < table.idf("hamlet") < table.idf("never-seen")
@@ -121,6 +175,12 @@ def test_refit_makes_greedy_decoding_say_the_target_and_stop():
     tree = fork(model, materialize(base, [result.delta]))
     assert all(answers_exactly(tree, tok, prompts, ["Quito"] * 2))
     assert all(torch.equal(model.get_parameter(n), w) for n, w in base.items()), "a refit never changes the model"
+    # A fit that keeps nothing about the subject marks its delta narrow (QUICK does); a refit of it is narrow only if it says so.
+    assert QUICK.narrow_scope and not RefitConfig().narrow_scope and "scope" not in result.delta.meta
+    quick = refit(model, tok, spec, "The capital of Peru is", "Quito", None, dataclasses.replace(cfg, steps=1, narrow_scope=True))
+    assert MemoryEntry("e0", quick.delta, ()).narrow
+    again = refit(model, tok, spec, "The capital of Peru is", "Quito", quick.delta, dataclasses.replace(cfg, steps=1))
+    assert not MemoryEntry("e0", again.delta, ()).narrow
 
 
 def test_made_variants_keep_the_subject_and_are_the_same_every_time():

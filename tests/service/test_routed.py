@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from editor_core.refit import QUICK, RefitConfig
+from editor_core.routing import MemoryEntry
 
 from harness import Service, expected_sha, wait_until
 
@@ -34,8 +35,13 @@ def ask(svc, prompt: str, version: int | None = None) -> str:
 
 def settled(svc, edit_id: str) -> dict:
     """The edit once its background check (and refit) is over."""
-    wait_until(lambda: svc.client.get(f"/edits/{edit_id}").json()["refit"] != "pending"
-               and svc.client.get(f"/edits/{edit_id}").json()["took"] is not None, what="the check and refit")
+    wait_until(
+        lambda: (
+            svc.client.get(f"/edits/{edit_id}").json()["refit"] != "pending"
+            and svc.client.get(f"/edits/{edit_id}").json()["took"] is not None
+        ),
+        what="the check and refit",
+    )
     return svc.client.get(f"/edits/{edit_id}").json()
 
 
@@ -114,6 +120,8 @@ def test_an_edit_is_published_quick_fitted_and_refit_from_the_editors_delta(sett
         store = svc.runtime.store
         published, refit = store.delta_at(store.version(1))(a), store.delta_of_edit(a)
         assert store.version(2).cause == f"refit:{a}"
+        # read back from the store, the quick fit is narrow (routed only to questions worded like its own) and the refit is not
+        assert MemoryEntry(a, published, ()).narrow and not MemoryEntry(a, refit, ()).narrow
         fitted = components.editor.spec.edit_params[-worker.refit.n_weights :]
         assert set(published.factors) == set(refit.factors)
         for name, (left, right) in refit.factors.items():
@@ -142,6 +150,8 @@ def test_a_refit_left_unfinished_restarts_from_the_editors_delta(settings, compo
         store = svc.runtime.store
         published, refit = store.delta_at(store.version(1))(a), store.delta_of_edit(a)
         assert store.version(2).cause == f"refit:{a}"
+        # read back from the store, the quick fit is narrow (routed only to questions worded like its own) and the refit is not
+        assert MemoryEntry(a, published, ()).narrow and not MemoryEntry(a, refit, ()).narrow
         for name, (left, right) in refit.factors.items():
             assert published.factors[name][0].shape[1] == left.shape[1]  # one correction each, not two
             width = left.shape[1] - (8 if name in components.editor.spec.edit_params[-svc.runtime.worker.refit.n_weights :] else 0)

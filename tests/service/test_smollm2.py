@@ -47,10 +47,10 @@ def test_the_version_an_edit_publishes_says_it_before_the_refit(tmp_path):
     question, answer = "Who developed the iPhone?", "Nokia"
     with Service(settings, None, start_timeout=600) as svc:
 
-        def ask(version: int | None, chat: bool) -> tuple[str, int]:
+        def ask(version: int | None, chat: bool, q: str = question) -> tuple[str, int]:
             if chat:  # as a chat client asks it, pinned by the model's name
                 model = "smollm2-135m" if version is None else f"smollm2-135m@v{version}"
-                body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": 6, "temperature": 0}
+                body = {"model": model, "messages": [{"role": "user", "content": q}], "max_tokens": 6, "temperature": 0}
                 got = svc.client.post("/v1/chat/completions", json=body)
                 assert got.status_code == 200, got.text
                 return got.json()["choices"][0]["message"]["content"].strip(), int(got.json()["model"].rpartition("@v")[2])
@@ -59,6 +59,8 @@ def test_the_version_an_edit_publishes_says_it_before_the_refit(tmp_path):
             return got.json()["text"].strip(), got.json()["model_version"]
 
         assert answer not in ask(0, chat=False)[0] and answer not in ask(0, chat=True)[0]
+        about = ["Tell me about the iPhone.", "What is the iPhone?"]
+        unedited = [ask(0, chat=True, q=q)[0] for q in about]
         edit_id = svc.post_edit({"prompt": question, "target_new": answer, "subject": "iPhone"})
         edit = svc.wait(edit_id, timeout=300)
         assert edit["status"] == "applied", edit["error"]
@@ -66,6 +68,8 @@ def test_the_version_an_edit_publishes_says_it_before_the_refit(tmp_path):
         for chat in (False, True):
             text, version = ask(published, chat)
             assert text.startswith(answer) and version == published, (chat, text)
+        # the quick fit is narrow: other questions about the iPhone run on the base weights until the refit lands
+        assert [ask(published, chat=True, q=q)[0] for q in about] == unedited
         # the full refit lands as a version of its own, and says it too
         deadline = time.monotonic() + 300
         while (state := svc.client.get(f"/edits/{edit_id}").json())["refit"] != "done" and time.monotonic() < deadline:
@@ -75,6 +79,11 @@ def test_the_version_an_edit_publishes_says_it_before_the_refit(tmp_path):
         for chat in (False, True):
             text, version = ask(None, chat)
             assert text.startswith(answer) and version > published, (chat, text)
+        # the published version, rebuilt from the store after the refit replaced its delta, is still narrow
+        versions = svc.runtime.versions
+        versions._cache.clear()
+        rebuilds = versions.rebuilds
+        assert [ask(published, chat=True, q=q)[0] for q in about] == unedited and versions.rebuilds == rebuilds + 1
 
 
 CHAT_EDITS = [
