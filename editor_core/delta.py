@@ -50,10 +50,14 @@ class Delta:
         return out
 
     def sha256(self) -> str:
-        """Content hash over parameter names, shapes and fp32 bytes (not metadata).
+        """Content hash over parameter names, shapes and fp32 bytes, and `meta["scope"]`
+        where there is one (a narrow delta, `routing.MemoryEntry.narrow`, answers other
+        questions than a delta of the same tensors without it; no other metadata).
         Computed once: a Delta is never changed after it is made."""
         if self._sha256 is None:
-            self._sha256 = tensors_sha256(self.tensors())
+            digest = tensors_sha256(self.tensors())
+            scope = self.meta.get("scope")
+            self._sha256 = digest if scope is None else hashlib.sha256(f"{digest}:scope={scope}".encode()).hexdigest()
         return self._sha256
 
     def save(self, path: str | Path) -> str:
@@ -79,8 +83,10 @@ class Delta:
         for key, t in tensors.items():
             name, side = key.rsplit("::", 1)
             factors.setdefault(name, [None, None])[0 if side == "left" else 1] = t
-        delta = cls({n: (l, r) for n, (l, r) in factors.items()},
-                    {k: v for k, v in meta.items() if k not in ("format", "format_version", "sha256", "shapes")})
+        delta = cls(
+            {n: (l, r) for n, (l, r) in factors.items()},
+            {k: v for k, v in meta.items() if k not in ("format", "format_version", "sha256", "shapes")},
+        )
         if verify and "sha256" in meta and delta.sha256() != meta["sha256"]:
             raise ValueError(f"{path}: content sha256 does not match its metadata (file corrupted?)")
         return delta

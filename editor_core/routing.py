@@ -48,6 +48,7 @@ from typing import Iterable, Sequence
 from .delta import Delta
 
 ARTIFACT = Path(__file__).parent / "artifacts" / "router-idf.json"
+_EPS = 1e-9  # a cosine's rounding, below a threshold: a key's cosine with its own question is 1 - 2e-16 (a threshold of 1 takes it)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -229,7 +230,7 @@ class RoutedMemory:
     def __post_init__(self) -> None:
         self._owner: list[int] = []  # key number -> entry number
         self._required: list[frozenset[str]] = []  # key number -> words a question must hold
-        self._rest: dict[int, dict[str, float]] = {}  # narrow key number -> its words but the subject's, as a key
+        self._rest: dict[int, tuple[frozenset[str], dict[str, float]]] = {}  # narrow key -> its subject's words; the rest, as a key
         self._index: dict[str, list[tuple[int, float]]] = defaultdict(list)  # word -> (key number, weight)
         for i, entry in enumerate(self.entries):
             self._add_keys(i, entry)
@@ -239,8 +240,9 @@ class RoutedMemory:
             k = len(self._owner)
             self._owner.append(i)
             self._required.append(entry_key.required() if self.config.subject_check else frozenset())
-            if entry.narrow:
-                self._rest[k] = key(words(entry_key.question) - self._required[k], self.idf, self.config.power)
+            if entry.narrow:  # (with or without the subject check: the subject's words are not what a narrow key compares)
+                subject = entry_key.required()
+                self._rest[k] = (subject, key(words(entry_key.question) - subject, self.idf, self.config.power))
             for w, x in key(entry_key.question, self.idf, self.config.power).items():
                 self._index[w].append((k, x))
 
@@ -269,24 +271,24 @@ class RoutedMemory:
                 continue
             if s > best + 1e-12 or (abs(s - best) <= 1e-12 and i > best_i):
                 best_i, best = i, s
-        if best_i < 0 or best < self.config.threshold:
+        if best_i < 0 or best < self.config.threshold - _EPS:
             return Route(None, best)
         return Route(self.entries[best_i], best, best_i)
 
     def _worded_like(self, k: int, held: set[str]) -> bool:
-        """Narrow key k: the question's words but the subject's are near the key's (a key that is all subject: any)."""
-        rest = self._rest[k]
+        """Narrow key k: the question's words but the subject's are near the key's (a key that is all subject: any;
+        a key that names nothing: its whole words, as the cosine already compares them)."""
+        subject, rest = self._rest[k]
         if not rest:
             return True
-        mine = key(held - self._required[k], self.idf, self.config.power)
-        return sum(x * rest.get(w, 0.0) for w, x in mine.items()) >= self.config.narrow_threshold
+        mine = key(held - subject, self.idf, self.config.power)
+        return sum(x * rest.get(w, 0.0) for w, x in mine.items()) >= self.config.narrow_threshold - _EPS
 
     def sha256(self) -> str:
-        """What the memory holds, in order: each edit's id, delta and scope (and whether it is narrow)."""
+        """What the memory holds, in order: each edit's id, delta (whose hash says whether it is narrow) and scope."""
         h = hashlib.sha256()
         for e in self.entries:
-            held = [e.edit_id, e.delta.sha256(), [[k.question, k.subject] for k in e.scope]]
-            h.update(json.dumps(held + [NARROW] if e.narrow else held).encode())
+            h.update(json.dumps([e.edit_id, e.delta.sha256(), [[k.question, k.subject] for k in e.scope]]).encode())
         return h.hexdigest()
 
 

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="routed: while an edit is served by its quick fit (before its refit lands, or for good when the refit "
-        "is off or did not take), the similarity a question's words other than the subject's need with the edit's "
+        "is off or did not take or failed), the similarity a question's words other than the subject's need with the edit's "
         "prompt or rephrasings for it to run on that edit (0: as wide as a refit edit)",
     )
     refit: bool = Field(
@@ -72,7 +72,8 @@ class Settings(BaseSettings):
         True,
         description="routed: fit the editor's delta briefly on the edit's own question before the edit is "
         "published, so that it shows in generated answers at once (about a second; editor_core.refit.QUICK); "
-        "the full refit (`refit`) follows in the background; with `refit` off the quick fit stays",
+        "until the full refit (`refit`) replaces it in the background, only questions worded like the edit's own reach it "
+        "(`router_narrow_threshold`); with `refit` off the quick fit stays, narrow",
     )
     max_new_tokens: int = Field(256, ge=1, description="cap on max_new_tokens per generation")
     # Each cached version holds its own copy of the edited weights (SmolLM2-135M:

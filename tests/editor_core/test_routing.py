@@ -134,7 +134,7 @@ def test_a_narrow_edit_answers_only_questions_worded_like_its_own():
     assert bare.route("Tell me about Peru.").entry.edit_id == "e0"
 
 
-def test_a_question_a_narrow_edit_refuses_goes_to_an_older_edit_of_its_subject():
+def test_a_question_a_narrow_edit_refuses_is_answered_as_before_that_edit():
     m = RoutedMemory(
         [
             MemoryEntry("e0", delta(0), scope_of("The official language of Peru is", subject="Peru")),
@@ -143,6 +143,26 @@ def test_a_question_a_narrow_edit_refuses_goes_to_an_older_edit_of_its_subject()
     )
     assert m.route("What is the official language of Peru?").entry.edit_id == "e0"
     assert m.route("What is the capital city of Peru?").entry.edit_id == "e1"
+    # A new edit of the same question, in its window: its own wordings reach it; another wording gets
+    # the older edit's answer, as it did before the new edit was made (not the base's).
+    again = RoutedMemory(
+        [
+            MemoryEntry("e0", delta(0), scope_of("The capital of Peru is", subject="Peru")),
+            MemoryEntry("e1", narrow(1), scope_of("The capital of Peru is", subject="Peru")),
+        ]
+    )
+    assert again.route("The capital of Peru is").entry.edit_id == "e1"
+    assert again.route("Where is the seat of government of Peru?").entry.edit_id == "e0"
+    assert RoutedMemory(again.entries[:1]).route("Where is the seat of government of Peru?").entry.edit_id == "e0"
+
+
+def test_narrowing_reads_the_subject_without_the_subject_check_and_takes_a_threshold_of_one():
+    entry = MemoryEntry("e0", narrow(0), scope_of("The capital of Peru is", subject="Peru"))
+    unchecked = RoutedMemory([entry], config=RouterConfig(subject_check=False))
+    assert unchecked.route("The capital of Peru is").entry.edit_id == "e0"
+    assert unchecked.route("Tell me about Peru.").entry is None  # the cosine alone would send it (0.46)
+    strict = RoutedMemory([entry], config=RouterConfig(threshold=1.0, narrow_threshold=1.0))
+    assert strict.route("The capital of Peru is").entry.edit_id == "e0"  # its own cosine is 1 - 2e-16
 
 
 def test_whether_an_edit_is_narrow_is_part_of_the_state():
@@ -151,9 +171,17 @@ def test_whether_an_edit_is_narrow_is_part_of_the_state():
 
     wide, narrowed = held(delta(0)), held(narrow(0))
     assert narrowed.sha256() != wide.sha256()
+    # the delta's own hash says it: a narrow delta and a wide one of the same tensors are two files in a store
+    assert narrow(0).sha256() != delta(0).sha256() == Delta(delta(0).factors, {"editor": "x"}).sha256()
     # a wide memory hashes as before narrow entries existed (stored versions keep their state hashes)
     before = hashlib.sha256(json.dumps(["e0", delta(0).sha256(), [["The capital of Peru is", "Peru"]]]).encode()).hexdigest()
     assert wide.sha256() == before
+
+
+def test_a_narrow_delta_stays_narrow_in_its_file(tmp_path):
+    narrow(0).save(tmp_path / "d.safetensors")
+    back = Delta.load(tmp_path / "d.safetensors")  # (the load checks the file's sha256 against its content)
+    assert MemoryEntry("e0", back, ()).narrow and back.sha256() == narrow(0).sha256()
 
 
 def test_idf_table_round_trip(tmp_path):

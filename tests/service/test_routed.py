@@ -120,7 +120,7 @@ def test_an_edit_is_published_quick_fitted_and_refit_from_the_editors_delta(sett
         store = svc.runtime.store
         published, refit = store.delta_at(store.version(1))(a), store.delta_of_edit(a)
         assert store.version(2).cause == f"refit:{a}"
-        # read back from the store, the quick fit is narrow (routed only to questions worded like its own) and the refit is not
+        # the quick fit is narrow (routed only to questions worded like its own) and the refit is not
         assert MemoryEntry(a, published, ()).narrow and not MemoryEntry(a, refit, ()).narrow
         fitted = components.editor.spec.edit_params[-worker.refit.n_weights :]
         assert set(published.factors) == set(refit.factors)
@@ -143,6 +143,10 @@ def test_a_refit_left_unfinished_restarts_from_the_editors_delta(settings, compo
         a = svc.post_edit(PERU)
         assert svc.wait(a)["version"] == 1
         wait_until(lambda: svc.client.get(f"/edits/{a}").json()["took"] is not None, what="the check")
+        # with no refit the quick fit serves for good, narrow, and its state hash is the one its files give
+        edit = svc.client.get(f"/edits/{a}").json()
+        assert svc.runtime.state.current().memory.entries[0].narrow
+        assert svc.model()["state_sha256"] == expected_sha(components, svc.settings.store_dir, [edit])
         svc.runtime.store.set_took(a, took=None, refit="pending")  # as a worker that died mid-refit left it
     with Service(settings.model_copy(update={"refit": True, "quick_refit": True}), components) as svc:
         edit = settled(svc, a)
@@ -150,7 +154,7 @@ def test_a_refit_left_unfinished_restarts_from_the_editors_delta(settings, compo
         store = svc.runtime.store
         published, refit = store.delta_at(store.version(1))(a), store.delta_of_edit(a)
         assert store.version(2).cause == f"refit:{a}"
-        # read back from the store, the quick fit is narrow (routed only to questions worded like its own) and the refit is not
+        # read from the store's files by a new worker: the quick fit is narrow and the refit is not
         assert MemoryEntry(a, published, ()).narrow and not MemoryEntry(a, refit, ()).narrow
         for name, (left, right) in refit.factors.items():
             assert published.factors[name][0].shape[1] == left.shape[1]  # one correction each, not two
@@ -173,4 +177,5 @@ def test_a_refit_that_does_not_take_leaves_the_quick_fit(settings, components):
         assert edit["took"] is True and edit["refit"] == "failed: the refit did not take; the quick fit stays", edit
         store = svc.runtime.store
         assert store.head().version == 1 and store.delta_of_edit(a).meta["refit_steps"] > 0  # the quick fit's delta
+        assert svc.runtime.state.current().memory.entries[0].narrow  # so the edit stays narrow
         assert ask(svc, PERU["prompt"]).startswith("Quito") and not base.startswith("Quito")
