@@ -110,6 +110,17 @@ lifelong() {
   #     --refit tie_margin=0.3 --out runs/val100_tm0.3.json         (and tie_margin=0.0, the default, beside it)
   #   python bench/lifelong.py --split val --methods instructedit/routed+quick --checkpoints 100 --single 0 --threads 1 \
   #     --quick subject_questions=4 subject_tokens=1 subject_stop=false subject_weight=4 --out runs/valq_s1k.json
+  # session 19: the quick fit routed narrowly (the default) against as wide as the refit (--narrow-threshold 0;
+  # rows renamed "(routed as wide as the refit ...)"), on val and relval, then the default on test:
+  #   python bench/lifelong.py --split val --methods instructedit/routed+quick --checkpoints 100 --single 0 --threads 1 \
+  #     --narrow-threshold 0 --out runs/quick_wide.json              (and without the flag, --out runs/quick_narrow.json)
+  #   python bench/lifelong.py --split relval --methods instructedit/routed+quick --checkpoints 30 --single 0 --threads 1 \
+  #     --narrow-threshold 0 --out runs/relq_wide.json               (and without the flag)
+  #   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+quick --checkpoints 1000 \
+  #     --single 0 --threads 1 --fill $k/2 & done; wait
+  #   python bench/lifelong.py --split test --methods instructedit/routed+quick --checkpoints 10,100 --single 0 --threads 1 &
+  #   python bench/lifelong.py --split test --methods instructedit/routed+quick --checkpoints 1000 --single 0 --threads 2 \
+  #     --out runs/tq_1000.json &
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
   wait
