@@ -90,6 +90,7 @@ def test_the_service_default_threshold_is_the_routers():
     from service.settings import Settings
 
     assert Settings.model_fields["router_threshold"].default == RouterConfig.threshold
+    assert Settings.model_fields["router_narrow_threshold"].default == RouterConfig.narrow_threshold
 
 
 def test_the_later_edit_of_the_same_question_wins():
