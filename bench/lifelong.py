@@ -128,6 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--narrow-threshold", type=float, default=RouterConfig.narrow_threshold, help="the router's for narrow (quick-fitted) edits"
     )
+    ap.add_argument(
+        "--relation-check",
+        choices=("on", "off"),
+        default="on" if RouterConfig.relation_check else "off",
+        help="the router refuses an edit's questions about another relation of its subject (RouterConfig.relation_check)",
+    )
     ap.add_argument("--refit-lr", type=float, default=RefitConfig.lr)
     ap.add_argument("--refit-steps", type=int, default=RefitConfig.steps)
     ap.add_argument(
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     model, tok = load_model(args.model)
     records = edit_records(args.split, max(checkpoints + [args.single]))
     probes = lifelong.Probes(records, capability_questions(), relation=lifelong.other_relations(records))
-    router = RouterConfig(threshold=args.threshold, narrow_threshold=args.narrow_threshold)
+    router = RouterConfig(threshold=args.threshold, narrow_threshold=args.narrow_threshold, relation_check=args.relation_check == "on")
     fields = [f.name for f in dataclasses.fields(RefitConfig)]
 
     def overrides(flag: str, items: list[str]) -> dict:
@@ -197,8 +203,11 @@ def main(argv: list[str] | None = None) -> None:
             name, _, value = item.partition("=")
             if name not in fields:
                 ap.error(f"{flag}: no RefitConfig field {name!r}; fields: {', '.join(fields)}")
-            parsed = json.loads(value.lower() if value.lower() in ("true", "false") else value)
             default = getattr(RefitConfig(), name)
+            if isinstance(default, str):  # a word, unquoted: --refit variant_drops=glue
+                out[name] = value
+                continue
+            parsed = json.loads(value.lower() if value.lower() in ("true", "false") else value)
             # as the field's own type, so that "4" and the default 4.0 name the same settings (and cache)
             out[name] = type(default)(parsed) if isinstance(default, (int, float)) else parsed
         return out

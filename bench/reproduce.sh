@@ -121,6 +121,14 @@ lifelong() {
   #   python bench/lifelong.py --split test --methods instructedit/routed+quick --checkpoints 10,100 --single 0 --threads 1 &
   #   python bench/lifelong.py --split test --methods instructedit/routed+quick --checkpoints 1000 --single 0 --threads 2 \
   #     --out runs/tq_1000.json &
+  # session 20: the router's relation check (router-relations.json, from build_router_idf.py above), measured
+  # both ways on the same cached refits (the rows without it were renamed "(no relation check: ...)"):
+  #   python bench/lifelong.py --split val --methods instructedit/routed+refit --checkpoints 100 --single 0 --threads 1 \
+  #     [--relation-check off] --out runs/val_gate.json &
+  #   python bench/lifelong.py --split relval --methods instructedit/routed+refit --checkpoints 30 --single 0 --threads 1 &
+  #   python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 10,100 --single 0 --threads 1 \
+  #     [--relation-check off] --out runs/test_gate.json
+  # and, not adopted: --methods refit-only/routed on val and relval; --refit variant_drops=glue on relval.
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
   wait

@@ -31,6 +31,16 @@ question reaches a key only if it holds every word of that subject. On
 validation this kept 99 % of held-back rephrasings routing home and left no
 unrelated prompt firing except those that name an edited subject
 (docs/RESULTS.md, "The router's subject check").
+
+A question about another relation of an edited subject names the subject too
+("What is the official language of Peru?" beside the edit "The capital of
+Peru is"), and a refit that learned "Peru -> Quito" often answers it "Quito".
+So a key also refuses a question that names another relation: one that holds
+every word of a relation label the key's own question does not use (a fixed
+set, `RelationTable`, mined from the editor's training questions: "official
+language", "place of birth") and none of the key's own relation words
+(`RouterConfig.relation_check`). A refused question goes to the next key that
+takes it, or to the base weights.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from typing import Iterable, Sequence
 from .delta import Delta
 
 ARTIFACT = Path(__file__).parent / "artifacts" / "router-idf.json"
+RELATIONS_ARTIFACT = Path(__file__).parent / "artifacts" / "router-relations.json"
 _EPS = 1e-9  # a cosine's rounding, below a threshold: a key's cosine with its own question is 1 - 2e-16 (a threshold of 1 takes it)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -97,6 +108,50 @@ def default_idf() -> IdfTable:
     return IdfTable.load()
 
 
+# Words that name no relation: function words, and "name", which Wikidata-style questions put
+# before most relations ("The name of the founder of X is").
+RELATION_GLUE = frozenset(
+    "of the a an is was in what which who where by to name associated with are does did do has had been for on at as and or "
+    "that this".split()
+)
+
+
+def relation_words(question: str, subject: frozenset[str] | set[str]) -> set[str]:
+    """The words of a question that may name its relation: all but the subject's and `RELATION_GLUE`."""
+    return words(question) - set(subject) - RELATION_GLUE
+
+
+@dataclass(frozen=True)
+class RelationTable:
+    """Relation labels, each a word set ("birth place", "official language"), from
+    questions whose subject is known: a question less its subject's words and
+    `RELATION_GLUE`. The router refuses, for an edit, a question that holds every
+    word of a label the edit's own question does not use, and none of the edit's
+    own relation words."""
+
+    labels: tuple[frozenset[str], ...]
+
+    @classmethod
+    def build(cls, questions: Iterable[tuple[str, str]]) -> "RelationTable":
+        """From (question, subject) pairs; each distinct non-empty label once, in first-seen order."""
+        labels = (frozenset(relation_words(q.replace(s, " "), words(s))) for q, s in questions)
+        return cls(tuple(dict.fromkeys(label for label in labels if label)))
+
+    def save(self, path: str | Path, *, source: str) -> None:
+        rows = ",\n".join("    " + json.dumps(sorted(label)) for label in self.labels)  # a label per line
+        Path(path).write_text(f'{{\n  "source": {json.dumps(source)},\n  "labels": [\n{rows}\n  ]\n}}\n')
+
+    @classmethod
+    def load(cls, path: str | Path = RELATIONS_ARTIFACT) -> "RelationTable":
+        return cls(tuple(frozenset(label) for label in json.loads(Path(path).read_text())["labels"]))
+
+
+@lru_cache(maxsize=1)
+def default_relations() -> RelationTable:
+    """The shipped relation labels, read once per process."""
+    return RelationTable.load()
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     # Cosine similarity a question needs with one of an edit's keys to run on that edit,
@@ -114,6 +169,13 @@ class RouterConfig:
     # one fact about Peru."), 8 % of questions about another relation, 81 % of ZsRE rephrasings and
     # 19 % of CounterFact ones (which mostly share no word with the prompt but the subject).
     narrow_threshold: float = 0.1
+    # A key refuses a question whose relation words (`relation_words`) hold every word of a relation
+    # label that shares no word with the key's own relation words, and none of the key's own. Chosen
+    # on validation word sets (session 20, 1,000 val edits and 300 relval ones): it refuses 99 % of
+    # relval's questions about another relation of the edit's subject, and 1.2 % of ZsRE and 1.6 % of
+    # CounterFact held-back rephrasings; the cosine with the label above the key's own by 0.3 refused
+    # as many relval questions and 2.6 / 3.2 % of rephrasings (by 0.2: 3.0 / 4.0 %).
+    relation_check: bool = True
 
 
 # Capitalized words that open a question without naming anything.
@@ -214,7 +276,8 @@ class MemoryEntry:
 @dataclass(frozen=True)
 class Route:
     entry: MemoryEntry | None
-    similarity: float  # with the nearest key the question may reach (it names its subject; narrow: worded like it), fired or not
+    # with the nearest key the question may reach (it names its subject and asks no other relation; narrow: worded like it), fired or not
+    similarity: float
     index: int = -1  # the entry's place in the memory; -1 when none fired
 
 
@@ -226,12 +289,15 @@ class RoutedMemory:
     entries: list[MemoryEntry] = field(default_factory=list)
     idf: IdfTable = field(default_factory=lambda: default_idf())
     config: RouterConfig = field(default_factory=RouterConfig)
+    relations: RelationTable = field(default_factory=lambda: default_relations())
 
     def __post_init__(self) -> None:
         self._owner: list[int] = []  # key number -> entry number
         self._required: list[frozenset[str]] = []  # key number -> words a question must hold
         self._rest: dict[int, tuple[frozenset[str], dict[str, float]]] = {}  # narrow key -> its subject's words; the rest, as a key
         self._index: dict[str, list[tuple[int, float]]] = defaultdict(list)  # word -> (key number, weight)
+        # key number -> its subject's words, its own relation words, the labels it refuses (those it does not use)
+        self._relation: list[tuple[frozenset[str], frozenset[str], tuple[frozenset[str], ...]]] = []
         for i, entry in enumerate(self.entries):
             self._add_keys(i, entry)
 
@@ -240,9 +306,12 @@ class RoutedMemory:
             k = len(self._owner)
             self._owner.append(i)
             self._required.append(entry_key.required() if self.config.subject_check else frozenset())
-            if entry.narrow:  # (with or without the subject check: the subject's words are not what a narrow key compares)
-                subject = entry_key.required()
+            subject = entry_key.required()  # (with or without the subject check: the narrow and relation checks compare the rest)
+            if entry.narrow:
                 self._rest[k] = (subject, key(words(entry_key.question) - subject, self.idf, self.config.power))
+            if self.config.relation_check:
+                own = frozenset(relation_words(entry_key.question, subject))
+                self._relation.append((subject, own, tuple(label for label in self.relations.labels if not label & own)))
             for w, x in key(entry_key.question, self.idf, self.config.power).items():
                 self._index[w].append((k, x))
 
@@ -256,7 +325,8 @@ class RoutedMemory:
     def route(self, question: str) -> Route:
         """The edit whose scope holds `question`, if any. Each scope question is a
         key of its own (cosine with the question), reachable only by a question
-        that names its subject (and, for a narrow entry, shares its other words);
+        that names its subject and asks about no other relation (and, for a narrow
+        entry, shares its other words);
         ties go to the later edit, so a newer edit of the same question wins over
         an older one."""
         held = words(question)
@@ -267,10 +337,11 @@ class RoutedMemory:
         best_i, best = -1, 0.0
         for k, s in sims.items():
             i = self._owner[k]
-            if not self._required[k] <= held or (k in self._rest and not self._worded_like(k, held)):
+            if not self._required[k] <= held or not (s > best + 1e-12 or (abs(s - best) <= 1e-12 and i > best_i)):
                 continue
-            if s > best + 1e-12 or (abs(s - best) <= 1e-12 and i > best_i):
-                best_i, best = i, s
+            if (k in self._rest and not self._worded_like(k, held)) or self._another_relation(k, held):
+                continue
+            best_i, best = i, s
         if best_i < 0 or best < self.config.threshold - _EPS:
             return Route(None, best)
         return Route(self.entries[best_i], best, best_i)
@@ -283,6 +354,14 @@ class RoutedMemory:
             return True
         mine = key(held - subject, self.idf, self.config.power)
         return sum(x * rest.get(w, 0.0) for w, x in mine.items()) >= self.config.narrow_threshold - _EPS
+
+    def _another_relation(self, k: int, held: set[str]) -> bool:
+        """Whether the question names a relation key k does not: every word of such a label, and none of key k's own relation words."""
+        if not self.config.relation_check:
+            return False
+        subject, own, others = self._relation[k]
+        mine = held - subject - RELATION_GLUE
+        return not mine & own and any(label <= mine for label in others)
 
     def sha256(self) -> str:
         """What the memory holds, in order: each edit's id, delta (whose hash says whether it is narrow) and scope."""

@@ -56,10 +56,16 @@ class Edit(_Lenient):
     n_records: int
     records: list[dict]
     queued_at: datetime
+    started_at: datetime | None = None
     applied_at: datetime | None = None
+    finished_at: datetime | None = None
     rolled_back_at: datetime | None = None
     durations: dict[str, float | None] = {}
     error: str | None = None
+    took: bool | None = None  # its prompt generates the target once applied (and refit); None until checked
+    refit: str | None = None  # None: none needed; "pending", "done" or "failed: <reason>"
+    author: str | None = None
+    rolled_back_by: str | None = None
 
 
 class EditPage(_Lenient):

@@ -62,7 +62,11 @@ async def open_runtime(settings: Settings, components: Components | None = None,
         components.tokenizer,
         components.editor.spec.edit_params,
         memory=settings.memory,
-        router=RouterConfig(threshold=settings.router_threshold, narrow_threshold=settings.router_narrow_threshold),
+        router=RouterConfig(
+            threshold=settings.router_threshold,
+            narrow_threshold=settings.router_narrow_threshold,
+            relation_check=settings.router_relation_check,
+        ),
     )
     identity = {"model": getattr(model, "name_or_path", ""), "edit_params": list(state.names)}
     store = Store.open(settings.store_dir, identity=identity, base_sha256=state.base_sha256)

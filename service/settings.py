@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         "is off or did not take or failed), the similarity a question's words other than the subject's need with the edit's "
         "prompt or rephrasings for it to run on that edit (0: as wide as a refit edit)",
     )
+    router_relation_check: bool = Field(
+        True,  # editor_core.routing.RouterConfig.relation_check
+        description="routed: an edit refuses a question about another relation of its subject (one that names a relation "
+        "label such as 'official language' which the edit's own question does not use, and none of the edit's own "
+        "relation words; editor_core.routing.RelationTable), which then runs as it would without that edit",
+    )
     refit: bool = Field(
         True,
         description="routed: fit each edit's delta again in the background, from the editor's delta, until its "

@@ -26,7 +26,19 @@ from editor_core.refit import (
     relation_questions,
     variants,
 )
-from editor_core.routing import NARROW, IdfTable, Key, MemoryEntry, RoutedMemory, RouterConfig, guess_subject, scope_of, words
+from editor_core.routing import (
+    NARROW,
+    IdfTable,
+    Key,
+    MemoryEntry,
+    RelationTable,
+    RoutedMemory,
+    RouterConfig,
+    default_relations,
+    guess_subject,
+    scope_of,
+    words,
+)
 from editor_core.tokens import encode_pairs
 from service.state import fork
 
@@ -91,6 +103,7 @@ def test_the_service_default_threshold_is_the_routers():
 
     assert Settings.model_fields["router_threshold"].default == RouterConfig.threshold
     assert Settings.model_fields["router_narrow_threshold"].default == RouterConfig.narrow_threshold
+    assert Settings.model_fields["router_relation_check"].default == RouterConfig.relation_check
 
 
 def test_the_later_edit_of_the_same_question_wins():
@@ -122,10 +135,13 @@ def test_a_narrow_edit_answers_only_questions_worded_like_its_own():
     for q in ABOUT_PERU:
         route = m.route(q)
         assert route.entry is None and route.similarity == 0.0, (q, route)
-    # The same delta held wide (a full refit's), or a router that does not narrow: every question that names Peru.
+    # The same delta held wide (a full refit's), or a router that does not narrow: every question that names Peru
+    # (with no relation check: it would refuse the question about the official language, below).
     for wide in (
-        RoutedMemory([MemoryEntry("e0", delta(0), scope_of("The capital of Peru is", subject="Peru"))]),
-        RoutedMemory(m.entries, config=RouterConfig(narrow_threshold=0.0)),
+        RoutedMemory(
+            [MemoryEntry("e0", delta(0), scope_of("The capital of Peru is", subject="Peru"))], config=RouterConfig(relation_check=False)
+        ),
+        RoutedMemory(m.entries, config=RouterConfig(narrow_threshold=0.0, relation_check=False)),
     ):
         assert all(wide.route(q).entry.edit_id == "e0" for q in PERU + ABOUT_PERU)
     # A rephrasing the caller gave is a key of its own, worded like itself; a key that is all subject takes any question.
@@ -153,8 +169,8 @@ def test_a_question_a_narrow_edit_refuses_is_answered_as_before_that_edit():
         ]
     )
     assert again.route("The capital of Peru is").entry.edit_id == "e1"
-    assert again.route("Where is the seat of government of Peru?").entry.edit_id == "e0"
-    assert RoutedMemory(again.entries[:1]).route("Where is the seat of government of Peru?").entry.edit_id == "e0"
+    assert again.route("Where do the lawmakers of Peru meet?").entry.edit_id == "e0"
+    assert RoutedMemory(again.entries[:1]).route("Where do the lawmakers of Peru meet?").entry.edit_id == "e0"
 
 
 def test_narrowing_reads_the_subject_without_the_subject_check_and_takes_a_threshold_of_one():
@@ -164,6 +180,55 @@ def test_narrowing_reads_the_subject_without_the_subject_check_and_takes_a_thres
     assert unchecked.route("Tell me about Peru.").entry is None  # the cosine alone would send it (0.46)
     strict = RoutedMemory([entry], config=RouterConfig(threshold=1.0, narrow_threshold=1.0))
     assert strict.route("The capital of Peru is").entry.edit_id == "e0"  # its own cosine is 1 - 2e-16
+
+
+def test_a_question_about_another_relation_of_the_subject_does_not_reach_the_edit():
+    def held(*edits: tuple[str, str], check: bool = True) -> RoutedMemory:
+        entries = [MemoryEntry(f"e{i}", delta(i), scope_of(p, subject=s)) for i, (p, s) in enumerate(edits)]
+        return RoutedMemory(entries, config=RouterConfig(relation_check=check))
+
+    m = held(("The capital of Peru is", "Peru"))
+    assert {"capital", "country"} in default_relations().labels and {"language", "official"} in default_relations().labels
+    # its own relation in other words, and questions that ask no relation, still reach it
+    for q in (
+        "What is the capital city of Peru?",
+        "Which city is Peru's capital?",
+        "Tell me about Peru.",
+        "Where do the lawmakers of Peru meet?",
+    ):
+        assert m.route(q).entry.edit_id == "e0", q
+    # another relation's label, asked of the subject, does not: the base answers it
+    for q in (
+        "What is the official language of Peru?",
+        "The name of the head of state of Peru is",
+        "Which religion is most common in Peru?",
+    ):
+        route = m.route(q)
+        assert route.entry is None and route.similarity == 0.0, (q, route)
+        assert held(("The capital of Peru is", "Peru"), check=False).route(q).entry.edit_id == "e0", q
+    # a relation the edit's own question names is never refused for it, and an older edit of that relation still answers
+    both = held(("The official language of Peru is", "Peru"), ("The capital of Peru is", "Peru"))
+    assert both.route("What is the official language of Peru?").entry.edit_id == "e0"
+    assert both.route("What is the capital city of Peru?").entry.edit_id == "e1"
+    # a rephrasing given with the edit is a key of its own, and its words are the edit's too: a user who
+    # meets a wording the check refuses ("country", a label of its own) can send it with the edit
+    given = RoutedMemory([MemoryEntry("e0", delta(0), scope_of("The capital of Peru is", ["The country Peru is governed from"], "Peru"))])
+    assert m.route("Which country is Peru governed from?").entry is None
+    assert given.route("Which country is Peru governed from?").entry.edit_id == "e0"
+    assert m.route("Where does the government of Peru sit?").entry.edit_id == "e0"  # "head of government" needs both words
+
+
+def test_relation_labels_round_trip_and_leave_out_the_subject(tmp_path):
+    table = RelationTable.build(
+        [
+            ("The name of the father of Ada Lovelace is", "Ada Lovelace"),
+            ("The place of birth of Ada Lovelace is", "Ada Lovelace"),
+            ("Ada Lovelace", "Ada Lovelace"),
+        ]
+    )
+    assert table.labels == (frozenset({"father"}), frozenset({"place", "birth"}))
+    table.save(tmp_path / "relations.json", source="test")
+    assert RelationTable.load(tmp_path / "relations.json") == table
 
 
 def test_whether_an_edit_is_narrow_is_part_of_the_state():
@@ -219,6 +284,16 @@ def test_made_variants_keep_the_subject_and_are_the_same_every_time():
     assert any(made[0].startswith(p) for p in PREFIXES)
     dropped = made[1].split()
     assert {"What", "Little", "Pine", "Creek"} <= set(dropped) and len(dropped) < 9
+
+
+def test_made_variants_can_keep_the_relations_words():
+    prompt = "The mother tongue of Danielle Darrieux is"
+    glue = variants(prompt, 6, drops="glue")
+    for made in glue[1::2]:  # the word-dropping ones: only "of" or "is" may go
+        kept = made.split()
+        assert {"mother", "tongue", "Danielle", "Darrieux"} <= set(kept) and len(kept) < len(prompt.split())
+    assert all(made.endswith(" " + prompt) for made in variants(prompt, 6, drops="none"))
+    assert variants("Paris, in", 2, drops="glue")[1] == "Paris,"
 
 
 def test_refit_with_margin_variants_and_kept_continuation():

@@ -38,6 +38,13 @@ class Recording(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
+def test_the_clients_edit_carries_every_field_the_api_returns():
+    from service.client import Edit
+    from service.schemas import EditPublic
+
+    assert set(EditPublic.model_fields) <= set(Edit.model_fields)
+
+
 def test_sync_client(service):
     transport = Recording()
     with Client(service.url, api_key="k-123", transport=transport) as c:
