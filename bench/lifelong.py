@@ -47,7 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # when the refit's code changes what a setting computes (2: `keep` reads the whole vocabulary, session
 # 13; 3: no bare "{} is" among the kept subject questions, session 14, before their texts were part of
 # the name), so no older edit is reused. A new RefitConfig field renames every cache too (session 18:
-# `tie_margin`, `subject_stop`; session 19: `narrow_scope`), even at its default: older cached edits
+# `tie_margin`, `subject_stop`; session 19: `narrow_scope`; session 20: `variant_drops`), even at its default: older cached edits
 # are then computed again.
 REFIT_CODE = 3
 METHODS = (

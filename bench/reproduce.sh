@@ -123,11 +123,14 @@ lifelong() {
   #     --out runs/tq_1000.json &
   # session 20: the router's relation check (router-relations.json, from build_router_idf.py above), measured
   # both ways on the same cached refits (the rows without it were renamed "(no relation check: ...)"):
+  #   python bench/router_relations.py   # the word sets the rule was chosen on
   #   python bench/lifelong.py --split val --methods instructedit/routed+refit --checkpoints 100 --single 0 --threads 1 \
-  #     [--relation-check off] --out runs/val_gate.json &
+  #     --out runs/val_gate.json &   # and again with --relation-check off --out runs/val_nogate.json (another file:
+  #                                  # rows already in --out are not measured again)
   #   python bench/lifelong.py --split relval --methods instructedit/routed+refit --checkpoints 30 --single 0 --threads 1 &
   #   python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 10,100 --single 0 --threads 1 \
-  #     [--relation-check off] --out runs/test_gate.json
+  #     --out runs/test_gate.json   # and --relation-check off --out runs/test_nogate.json
+  #   then --merge each file into bench/results (the "off" rows renamed "(no relation check: ...)")
   # and, not adopted: --methods refit-only/routed on val and relval; --refit variant_drops=glue on relval.
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done

@@ -247,6 +247,8 @@ def variants(prompt: str, n: int, seed: int = 0, drops: str = "any") -> list[str
     rng = random.Random(f"{seed}:{prompt}")
     words = prompt.split()
     droppable = [i for i, w in enumerate(words) if i > 0 and not w[:1].isupper()]
+    if drops not in ("any", "glue", "none"):
+        raise ValueError(f"variant drops {drops!r}: any, glue or none")
     if drops == "glue":
         droppable = [i for i in droppable if words[i].lower().strip("?.,:;!") in _GLUE]
     elif drops == "none":

@@ -108,11 +108,11 @@ def default_idf() -> IdfTable:
     return IdfTable.load()
 
 
-# Words that name no relation: function words, and "name", which Wikidata-style questions put
-# before most relations ("The name of the founder of X is").
+# Words that name no relation: function words, the "s" of a possessive ("Peru's"), and "name", which
+# Wikidata-style questions put before most relations ("The name of the founder of X is").
 RELATION_GLUE = frozenset(
     "of the a an is was in what which who where by to name associated with are does did do has had been for on at as and or "
-    "that this".split()
+    "that this s".split()
 )
 
 
@@ -134,7 +134,7 @@ class RelationTable:
     @classmethod
     def build(cls, questions: Iterable[tuple[str, str]]) -> "RelationTable":
         """From (question, subject) pairs; each distinct non-empty label once, in first-seen order."""
-        labels = (frozenset(relation_words(q.replace(s, " "), words(s))) for q, s in questions)
+        labels = (frozenset(relation_words(q.replace(s, " ") if s else q, words(s))) for q, s in questions)
         return cls(tuple(dict.fromkeys(label for label in labels if label)))
 
     def save(self, path: str | Path, *, source: str) -> None:
@@ -296,8 +296,7 @@ class RoutedMemory:
         self._required: list[frozenset[str]] = []  # key number -> words a question must hold
         self._rest: dict[int, tuple[frozenset[str], dict[str, float]]] = {}  # narrow key -> its subject's words; the rest, as a key
         self._index: dict[str, list[tuple[int, float]]] = defaultdict(list)  # word -> (key number, weight)
-        # key number -> its subject's words, its own relation words, the labels it refuses (those it does not use)
-        self._relation: list[tuple[frozenset[str], frozenset[str], tuple[frozenset[str], ...]]] = []
+        self._relation: list[tuple[frozenset[str], frozenset[str]]] = []  # key number -> its subject's words, its own relation words
         for i, entry in enumerate(self.entries):
             self._add_keys(i, entry)
 
@@ -311,7 +310,7 @@ class RoutedMemory:
                 self._rest[k] = (subject, key(words(entry_key.question) - subject, self.idf, self.config.power))
             if self.config.relation_check:
                 own = frozenset(relation_words(entry_key.question, subject))
-                self._relation.append((subject, own, tuple(label for label in self.relations.labels if not label & own)))
+                self._relation.append((subject, own))
             for w, x in key(entry_key.question, self.idf, self.config.power).items():
                 self._index[w].append((k, x))
 
@@ -359,12 +358,14 @@ class RoutedMemory:
         """Whether the question names a relation key k does not: every word of such a label, and none of key k's own relation words."""
         if not self.config.relation_check:
             return False
-        subject, own, others = self._relation[k]
+        subject, own = self._relation[k]
         mine = held - subject - RELATION_GLUE
-        return not mine & own and any(label <= mine for label in others)
+        # sharing none of key k's own words, a label the question holds is one key k does not use
+        return not mine & own and any(label <= mine for label in self.relations.labels)
 
     def sha256(self) -> str:
-        """What the memory holds, in order: each edit's id, delta (whose hash says whether it is narrow) and scope."""
+        """What the memory holds, in order: each edit's id, delta (whose hash says whether it is narrow) and scope.
+        Like the thresholds, the fixed tables (`IdfTable`, `RelationTable`) are not part of it."""
         h = hashlib.sha256()
         for e in self.entries:
             h.update(json.dumps([e.edit_id, e.delta.sha256(), [[k.question, k.subject] for k in e.scope]]).encode())

@@ -216,6 +216,10 @@ def test_a_question_about_another_relation_of_the_subject_does_not_reach_the_edi
     assert m.route("Which country is Peru governed from?").entry is None
     assert given.route("Which country is Peru governed from?").entry.edit_id == "e0"
     assert m.route("Where does the government of Peru sit?").entry.edit_id == "e0"  # "head of government" needs both words
+    # a possessive is no relation word: "Peru's" in the edit's question does not let every possessive question through
+    possessive = held(("What is Peru's capital?", "Peru"))
+    assert possessive.route("Which city is Peru's capital?").entry.edit_id == "e0"
+    assert possessive.route("What is Peru's official language?").entry is None
 
 
 def test_relation_labels_round_trip_and_leave_out_the_subject(tmp_path):
@@ -294,6 +298,8 @@ def test_made_variants_can_keep_the_relations_words():
         assert {"mother", "tongue", "Danielle", "Darrieux"} <= set(kept) and len(kept) < len(prompt.split())
     assert all(made.endswith(" " + prompt) for made in variants(prompt, 6, drops="none"))
     assert variants("Paris, in", 2, drops="glue")[1] == "Paris,"
+    with pytest.raises(ValueError):
+        variants(prompt, 2, drops="relation")
 
 
 def test_refit_with_margin_variants_and_kept_continuation():
