@@ -294,9 +294,10 @@ class RoutedMemory:
     def __post_init__(self) -> None:
         self._owner: list[int] = []  # key number -> entry number
         self._required: list[frozenset[str]] = []  # key number -> words a question must hold
-        self._rest: dict[int, tuple[frozenset[str], dict[str, float]]] = {}  # narrow key -> its subject's words; the rest, as a key
+        self._subject: list[frozenset[str]] = []  # key number -> its subject's words (what the narrow and relation checks leave out)
+        self._rest: dict[int, dict[str, float]] = {}  # narrow key -> its words but the subject's, as a key
         self._index: dict[str, list[tuple[int, float]]] = defaultdict(list)  # word -> (key number, weight)
-        self._relation: list[tuple[frozenset[str], frozenset[str]]] = []  # key number -> its subject's words, its own relation words
+        self._relation: list[frozenset[str]] = []  # key number -> its own relation words (with the relation check)
         for i, entry in enumerate(self.entries):
             self._add_keys(i, entry)
 
@@ -306,11 +307,11 @@ class RoutedMemory:
             self._owner.append(i)
             self._required.append(entry_key.required() if self.config.subject_check else frozenset())
             subject = entry_key.required()  # (with or without the subject check: the narrow and relation checks compare the rest)
+            self._subject.append(subject)
             if entry.narrow:
-                self._rest[k] = (subject, key(words(entry_key.question) - subject, self.idf, self.config.power))
+                self._rest[k] = key(words(entry_key.question) - subject, self.idf, self.config.power)
             if self.config.relation_check:
-                own = frozenset(relation_words(entry_key.question, subject))
-                self._relation.append((subject, own))
+                self._relation.append(frozenset(relation_words(entry_key.question, subject)))
             for w, x in key(entry_key.question, self.idf, self.config.power).items():
                 self._index[w].append((k, x))
 
@@ -348,7 +349,7 @@ class RoutedMemory:
     def _worded_like(self, k: int, held: set[str]) -> bool:
         """Narrow key k: the question's words but the subject's are near the key's (a key that is all subject: any;
         a key that names nothing: its whole words, as the cosine already compares them)."""
-        subject, rest = self._rest[k]
+        subject, rest = self._subject[k], self._rest[k]
         if not rest:
             return True
         mine = key(held - subject, self.idf, self.config.power)
@@ -358,8 +359,7 @@ class RoutedMemory:
         """Whether the question names a relation key k does not: every word of such a label, and none of key k's own relation words."""
         if not self.config.relation_check:
             return False
-        subject, own = self._relation[k]
-        mine = held - subject - RELATION_GLUE
+        own, mine = self._relation[k], held - self._subject[k] - RELATION_GLUE
         # sharing none of key k's own words, a label the question holds is one key k does not use
         return not mine & own and any(label <= mine for label in self.relations.labels)
 
