@@ -112,6 +112,7 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "refit_steps": res.get("refit_steps"),  # mean per edit
             "refit": res.get("refit"),
             "router": res.get("router"),
+            "sample": res.get("sample"),  # measured on a sample of the N edits (lifelong.measure_sample), else None
             "examples": res["examples"] if fmt == "plain" else res.get("subject_examples"),
             **({"relation_examples": res.get("relation_examples")} if fmt == "chat" else {}),
         },
@@ -157,6 +158,15 @@ def main(argv: list[str] | None = None) -> None:
         metavar="K/M",
         help="only compute the routed methods' edits of records K, K+M, K+2M, ... into --cache (run M of these at once, then the bench)",
     )
+    ap.add_argument(
+        "--sample",
+        type=int,
+        default=0,
+        metavar="K",
+        help="at each N above N/10 + K, measure the first tenth of the edits and K of the rest at random, computing only the "
+        "deltas those measurements read (routed methods; lifelong.measure_sample). 0: every edit",
+    )
+    ap.add_argument("--sample-seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=2)
@@ -261,18 +271,27 @@ def main(argv: list[str] | None = None) -> None:
         settings = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
         return args.cache / args.split / f"{name.replace('/', '_')}-refit{settings}"
 
+    def sampled(n: int) -> bool:
+        return bool(args.sample) and max(1, n // 10) + args.sample < n
+
     if args.fill:
         k, m = (int(x) for x in args.fill.split("/"))
         for name in args.methods.split(","):
             method = make_method(name, model, refit_cfg, router, quick_cfg)
             if method.holding != "routed":
                 continue
+            # every record up to the largest N measured whole, and what each sampled N reads
+            index = set(range(max([n for n in checkpoints if not sampled(n)] + [args.single], default=0)))
+            for n in filter(sampled, checkpoints):
+                index |= set(lifelong.needed(method, tok, probes, n, sum(lifelong.strata(n, args.sample, args.sample_seed), [])))
             holding = method.make_holding(lifelong.base_weights(model, method_spec(method, model).edit_params))
             t = time.time()
-            for i in range(k, len(records), m):
+            mine = sorted(index)[k::m]
+            print(f"  fill {k}/{m} {name}: {len(mine)} of {len(index)} edits", flush=True)
+            for j, i in enumerate(mine):
                 lifelong.apply_edit(method, model, tok, method_spec(method, model), holding, f"e{i}", records[i], cache_of(name))
-                if i // m % 50 == 0:
-                    print(f"  fill {k}/{m} {name}: record {i}, {time.time() - t:.0f} s", flush=True)
+                if j % 25 == 0:
+                    print(f"  fill {k}/{m} {name}: {j + 1} of {len(mine)} (record {i}), {time.time() - t:.0f} s", flush=True)
         return
 
     for name in args.methods.split(","):
@@ -287,6 +306,23 @@ def main(argv: list[str] | None = None) -> None:
                 one = lifelong.Probes([records[i]], probes.capability[:0], n_fluency=1, relation=probes.relation)
                 singles += lifelong.run(model, tok, method_spec(method, model), method, one, [1], reference=reference, cache=cache_of(name))
             save(average(singles, name))
+        for n in filter(sampled, todo):
+            t = time.time()
+            res = lifelong.measure_sample(
+                model,
+                tok,
+                method_spec(method, model),
+                method,
+                probes,
+                n,
+                args.sample,
+                seed=args.sample_seed,
+                reference=reference,
+                cache=cache_of(name),
+                progress=lambda i, name=name, t=t: i % 100 == 0 and print(f"  {name}: {i} held, {time.time() - t:.0f} s", flush=True),
+            )
+            save(res)
+        todo = [n for n in todo if not sampled(n)]
         if todo:
             t = time.time()
             lifelong.run(
@@ -340,8 +376,12 @@ def write_table(done: dict, path: Path) -> None:
     ]
     for r in sorted(done["rows"], key=lambda r: (r["extra"]["split"], r["method"], r["n_edits"], r["prompt_format"])):
         tf = r.get("teacher_forced") or {}
+        sample = r["extra"].get("sample")
+        n = r["n_edits"]
+        if sample:
+            n = f"{n} (measured: first {sample['first']}, {sample['rest']} of the other {sample['of_rest']})"
         lines.append(
-            f"| {r['extra']['split']} | {r['method']} | {r['n_edits']} | {r['prompt_format']} | {f(r['reliability'])} | "
+            f"| {r['extra']['split']} | {r['method']} | {n} | {r['prompt_format']} | {f(r['reliability'])} | "
             f"{f(r['generalization'])} | {f(r['locality'])} | {f(r['retention_first10pct'])} | "
             f"{f(r['fluency_ratio'], 2)} | {f(r['capability_delta'])} | "
             f"{f(r['extra'].get('subject_locality'))} / {f(r['extra'].get('subject_hijack'))} | "

@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import json
 import math
+import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ from .data.splits import load_extra, load_task_split
 from .delta import Delta, base_weights, load_weights, materialize
 from .records import EditRecord, Probe
 from .refit import RefitConfig, refit
-from .routing import MemoryEntry, RoutedMemory, RouterConfig, scope_of, subject_of
+from .routing import NARROW, MemoryEntry, RoutedMemory, RouterConfig, scope_of, subject_of
 
 # A fixed English text for the capability set's perplexity (written for this purpose).
 CAPABILITY_TEXT = (
@@ -232,6 +233,9 @@ class Routed(Holding):
     def rows(self, model, questions):
         load_weights(model, self.base)
         entries = [self.memory.route(q).entry for q in questions]
+        for q, e in zip(questions, entries):
+            if e is not None and e.delta.meta.get(PENDING):
+                raise RuntimeError(f"{q!r} reaches edit {e.edit_id}, held without its delta (`measure_sample` computes every reached one)")
         with row_deltas(model, [e.delta if e is not None else None for e in entries]):
             yield
 
@@ -435,9 +439,11 @@ class Probes:
     n_fluency: int = 50  # fluency is measured on the prompts of the first edits
     relation: dict[str, str] = field(default_factory=dict)  # record prompt -> another relation of its subject
 
-    def sets(self, tok, n: int) -> dict[str, tuple[list[str], list[str], list[str]]]:
-        """name -> (routing questions, prompts, answers) for the first n records."""
-        recs = self.records[:n]
+    def sets(self, tok, n: int, only: Sequence[int] | None = None) -> dict[str, tuple[list[str], list[str], list[str]]]:
+        """name -> (routing questions, prompts, answers) for the first n records (`only`: for those
+        of them, by index)."""
+        index = list(range(min(n, len(self.records)))) if only is None else sorted(i for i in only if i < n)
+        recs = [self.records[i] for i in index]
         out: dict[str, tuple[list[str], list[str], list[str]]] = {}
         for fmt in ("plain", "chat"):
 
@@ -448,7 +454,7 @@ class Probes:
             gen = [(p, ask(p), r.target_new) for r in recs for p in r.rephrase_prompts[:1]]
             loc = [(p.prompt, ask(p.prompt), p.answer) for r in recs for p in r.locality[:1]]
             cap = [(q, ask(q), "") for q in self.capability]
-            names = [(i, r, subject_of(r.prompt, r.subject)) for i, r in enumerate(recs)]
+            names = [(i, r, subject_of(r.prompt, r.subject)) for i, r in zip(index, recs)]
             # another question about each edit's subject (one of metrics.SUBJECT_PROBES per edit, in turn)
             about = [(metrics.subject_probes(s)[i % len(metrics.SUBJECT_PROBES)], r.target_new) for i, r, s in names if s]
             subj = [(q, ask(q), t) for q, t in about]
@@ -469,11 +475,23 @@ def _kept_or_hijacked(probe_set, answers: list[str], unedited: dict[str, str]) -
 
 
 def measure(
-    model, tok, holding: Holding, probes: Probes, n: int, reference: dict, *, max_new_tokens: int = 32, teacher_forcing: bool = True
+    model,
+    tok,
+    holding: Holding,
+    probes: Probes,
+    n: int,
+    reference: dict,
+    *,
+    max_new_tokens: int = 32,
+    teacher_forcing: bool = True,
+    only: Sequence[int] | None = None,
 ) -> dict:
-    """All scores of the first n edits on the state `holding` now holds. `reference`
+    """All scores of the first n edits on the state `holding` now holds (`only`: the edit-level
+    scores of those of them, by index; retention over those in the first tenth). `reference`
     caches the unedited model's answers (filled on first use, with the base weights)."""
-    sets = probes.sets(tok, n)
+    sets = probes.sets(tok, n, only)
+    first = max(1, n // 10)
+    early = sum(1 for i in (range(n) if only is None else set(only)) if i < min(first, n))  # the first rows of rel/*
     answers = {name: answer(model, tok, holding, q, p, max_new_tokens) for name, (q, p, _) in sets.items()}
     for name in ("loc/plain", "loc/chat", "cap/plain", "cap/chat", "subj/plain", "subj/chat", "other/plain", "other/chat"):
         q, p, _ = sets[name]
@@ -495,12 +513,11 @@ def measure(
         cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], cp)]
         subj, hijack = _kept_or_hijacked(sets[f"subj/{fmt}"], answers[f"subj/{fmt}"], reference[f"subj/{fmt}"])
         other, other_hijack = _kept_or_hijacked(sets[f"other/{fmt}"], answers[f"other/{fmt}"], reference[f"other/{fmt}"])
-        first = max(1, n // 10)
         res[fmt] = {
             "reliability": metrics.summarize(rel),
             "generalization": metrics.summarize(gen),
             "locality": metrics.summarize(loc),
-            "retention_first10pct": metrics.summarize(rel[:first]),
+            "retention_first10pct": metrics.summarize(rel[:early]),
             "capability": metrics.summarize(cap),
             # another question about the edited subject: answered as unedited, or with the edit's target
             "subject_locality": metrics.summarize(subj),
@@ -588,14 +605,123 @@ def run(
                 res = measure(model, tok, holding, probes, i + 1, reference)
                 res["method"] = method.name
                 fitted_all = holding.seconds if isinstance(holding, RefitAll) else 0.0  # measure() fitted this N's
-                res["seconds_per_edit"] = (sum(x["seconds_instant"] + x["seconds_refit"] for x in infos) + fitted_all) / len(infos)
-                res["seconds_instant"] = sum(x["seconds_instant"] for x in infos) / len(infos)
-                took = [x["refit_took"] for x in infos if x["refit_took"] is not None]
-                res["refit_took"] = 100.0 * sum(took) / len(took) if took else None
-                res["refit_steps"] = sum(x["refit_steps"] for x in infos) / len(infos)
+                res.update(_edit_costs(infos, fitted_all))
                 results.append(res)
                 if on_result:
                     on_result(res)
     finally:
         load_weights(model, base)
     return results
+
+
+def _edit_costs(infos: Sequence[dict], fitted_all: float = 0.0) -> dict:
+    """Mean seconds per edit (the editor's and the refit's, plus `fitted_all` spread over them), refit steps and success."""
+    took = [x["refit_took"] for x in infos if x["refit_took"] is not None]
+    return {
+        "seconds_per_edit": (sum(x["seconds_instant"] + x["seconds_refit"] for x in infos) + fitted_all) / len(infos),
+        "seconds_instant": sum(x["seconds_instant"] for x in infos) / len(infos),
+        "refit_took": 100.0 * sum(took) / len(took) if took else None,
+        "refit_steps": sum(x["refit_steps"] for x in infos) / len(infos),
+    }
+
+
+# --------------------------------------------------------------------------- a sample of the edits at large N
+#
+# In a routed memory every edit is computed on the base alone, and a question runs on
+# the base plus the one edit it reaches. So the state of N held edits answers a set of
+# questions exactly as long as every edit those questions reach holds its delta: the
+# other edits need only their keys. `measure_sample` measures N = 1000 that way, on
+# the first tenth of the edits and a random sample of the rest, at the cost of the
+# edits it reads instead of all N (each of the default's refits takes seconds).
+
+# `Delta.meta` key of an edit held without its delta: its keys route questions as the
+# edit's would, and a question that reaches it is an error (`Routed.rows`), never a
+# silently unedited answer.
+PENDING = "lifelong_pending"
+
+
+def strata(n: int, k: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """The edits measured at N = n on a sample: the first tenth, every one of them
+    (retention is theirs), and k of the other nine tenths at random (the first k of
+    one fixed order, so that a larger k measures the same edits and more)."""
+    first = max(1, n // 10)
+    rest = list(range(first, n))
+    random.Random(f"{seed}:{n}").shuffle(rest)
+    return list(range(first)), sorted(rest[:k])
+
+
+def _pending(method: Method) -> Delta:
+    """A stand-in for an edit's delta that routes as the real one (narrow or not, `routing.NARROW`)."""
+    narrow = method.refit is not None and method.refit.narrow_scope
+    return Delta({}, {PENDING: "1", **({"scope": NARROW} if narrow else {})})
+
+
+def needed(method: Method, tok, probes: Probes, n: int, measured: Sequence[int]) -> list[int]:
+    """The edits (by index) whose deltas a measurement of the edits `measured` at N = n reads: those
+    edits, and every edit that any question it asks reaches (their own probes, the capability set,
+    the fluency prompts, the fixed text)."""
+    holding = Routed({}, method.router)
+    for i, record in enumerate(probes.records[:n]):
+        holding.add(f"e{i}", record, _pending(method))
+    questions = {q for qs, _, _ in probes.sets(tok, n, measured).values() for q in qs}
+    questions |= {r.prompt for r in probes.records[: min(n, probes.n_fluency)]} | {CAPABILITY_TEXT}
+    reached = {int(e.edit_id[1:]) for q in questions if (e := holding.memory.route(q).entry) is not None}
+    return sorted(reached | set(measured))
+
+
+def measure_sample(
+    model,
+    tok,
+    spec,
+    method: Method,
+    probes: Probes,
+    n: int,
+    k: int,
+    *,
+    seed: int = 0,
+    reference: dict | None = None,
+    cache: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """`run`'s measurement at N = n for a routed method, on the first tenth of the edits and k
+    of the rest (`strata`), with only the deltas it reads computed (`needed`); every other edit
+    is held by its keys. Each figure is the two strata's means weighted by their share of the n
+    edits (retention: the first tenth's; the capability set, fluency and the fixed text's
+    perplexity are measured whole). `res["sample"]` says what was measured."""
+    early, later = strata(n, k, seed)
+    need = set(needed(method, tok, probes, n, early + later))
+    base = base_weights(model, spec.edit_params)
+    holding = method.make_holding(base, model, tok)
+    if not isinstance(holding, Routed):
+        raise ValueError(f"{method.name}: only a routed memory answers a question from one edit's delta alone")
+    reference = {} if reference is None else reference
+    infos = []
+    try:
+        for i, record in enumerate(probes.records[:n]):
+            if i in need:
+                infos.append(apply_edit(method, model, tok, spec, holding, f"e{i}", record, cache))
+            else:
+                holding.add(f"e{i}", record, _pending(method))
+            if progress:
+                progress(i + 1)
+        parts = [measure(model, tok, holding, probes, n, reference, only=s) for s in (early, later)]
+    finally:
+        load_weights(model, base)
+    share = len(early) / n
+
+    def mix(a: float | None, b: float | None) -> float | None:
+        if a is None or b is None:
+            return b if a is None else a
+        return share * a + (1.0 - share) * b
+
+    res = dict(parts[0])  # the edit-independent figures (capability, fluency, perplexity, norms) and the examples
+    for fmt in ("plain", "chat"):
+        res[fmt] = {name: mix(v, parts[1][fmt][name]) for name, v in parts[0][fmt].items()}
+        res[fmt]["retention_first10pct"] = parts[0][fmt]["retention_first10pct"]
+        res[fmt]["capability"] = parts[0][fmt]["capability"]
+    if "teacher_forced" in res:
+        res["teacher_forced"] = {name: mix(v, parts[1]["teacher_forced"][name]) for name, v in parts[0]["teacher_forced"].items()}
+    res["method"] = method.name
+    res["sample"] = {"first": len(early), "rest": len(later), "of_rest": n - len(early), "seed": seed, "deltas_computed": len(need)}
+    res.update(_edit_costs(infos))
+    return res
