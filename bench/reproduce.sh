@@ -132,6 +132,13 @@ lifelong() {
   #     --out runs/test_gate.json   # and --relation-check off --out runs/test_nogate.json
   #   then --merge each file into bench/results (the "off" rows renamed "(no relation check: ...)")
   # and, not adopted: --methods refit-only/routed on val and relval; --refit variant_drops=glue on relval.
+  # session 21: the default at N = 1000, measured on the first 100 edits and 300 of the other 900 (only the
+  # 405 edits those questions reach are computed; lifelong.measure_sample), then merged into lifelong.json:
+  #   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 \
+  #     --sample 300 --single 0 --threads 1 --fill $k/2 & done; wait
+  #   python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --sample 300 \
+  #     --single 0 --threads 2 --out runs/test1000_sample.json
+  # and, on validation, not adopted: --refit n_weights=9 (the refit's correction on all nine edited weights).
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
   wait
