@@ -271,8 +271,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
         return args.cache / args.split / f"{name.replace('/', '_')}-refit{settings}"
 
-    def sampled(n: int) -> bool:
-        return bool(args.sample) and max(1, n // 10) + args.sample < n
+    if args.sample < 0:
+        ap.error("--sample: a number of edits, 0 or more")
+
+    def sampled(n: int, name: str) -> bool:  # only a routed memory answers a question from one edit's delta alone
+        return bool(args.sample) and "/routed" in name and max(1, n // 10) + args.sample < n
 
     if args.fill:
         k, m = (int(x) for x in args.fill.split("/"))
@@ -281,8 +284,8 @@ def main(argv: list[str] | None = None) -> None:
             if method.holding != "routed":
                 continue
             # every record up to the largest N measured whole, and what each sampled N reads
-            index = set(range(max([n for n in checkpoints if not sampled(n)] + [args.single], default=0)))
-            for n in filter(sampled, checkpoints):
+            index = set(range(max([n for n in checkpoints if not sampled(n, name)] + [args.single], default=0)))
+            for n in [n for n in checkpoints if sampled(n, name)]:
                 index |= set(lifelong.needed(method, tok, probes, n, sum(lifelong.strata(n, args.sample, args.sample_seed), [])))
             holding = method.make_holding(lifelong.base_weights(model, method_spec(method, model).edit_params))
             t = time.time()
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                 one = lifelong.Probes([records[i]], probes.capability[:0], n_fluency=1, relation=probes.relation)
                 singles += lifelong.run(model, tok, method_spec(method, model), method, one, [1], reference=reference, cache=cache_of(name))
             save(average(singles, name))
-        for n in filter(sampled, todo):
+        for n in [n for n in todo if sampled(n, name)]:
             t = time.time()
             res = lifelong.measure_sample(
                 model,
@@ -322,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
                 progress=lambda i, name=name, t=t: i % 100 == 0 and print(f"  {name}: {i} held, {time.time() - t:.0f} s", flush=True),
             )
             save(res)
-        todo = [n for n in todo if not sampled(n)]
+        todo = [n for n in todo if not sampled(n, name)]
         if todo:
             t = time.time()
             lifelong.run(

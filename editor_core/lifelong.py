@@ -442,7 +442,8 @@ class Probes:
     def sets(self, tok, n: int, only: Sequence[int] | None = None) -> dict[str, tuple[list[str], list[str], list[str]]]:
         """name -> (routing questions, prompts, answers) for the first n records (`only`: for those
         of them, by index)."""
-        index = list(range(min(n, len(self.records)))) if only is None else sorted(i for i in only if i < n)
+        size = min(n, len(self.records))
+        index = list(range(size)) if only is None else sorted({i for i in only if 0 <= i < size})
         recs = [self.records[i] for i in index]
         out: dict[str, tuple[list[str], list[str], list[str]]] = {}
         for fmt in ("plain", "chat"):
@@ -687,7 +688,8 @@ def measure_sample(
     of the rest (`strata`), with only the deltas it reads computed (`needed`); every other edit
     is held by its keys. Each figure is the two strata's means weighted by their share of the n
     edits (retention: the first tenth's; the capability set, fluency and the fixed text's
-    perplexity are measured whole). `res["sample"]` says what was measured."""
+    perplexity are measured whole; ‖ΔW‖/‖W‖ and the seconds per edit are over the computed deltas
+    only). `res["sample"]` says what was measured, `res["strata"]` holds each stratum's figures."""
     early, later = strata(n, k, seed)
     need = set(needed(method, tok, probes, n, early + later))
     base = base_weights(model, spec.edit_params)
@@ -707,21 +709,29 @@ def measure_sample(
         parts = [measure(model, tok, holding, probes, n, reference, only=s) for s in (early, later)]
     finally:
         load_weights(model, base)
-    share = len(early) / n
+    # each stratum weighs what it stands for: its whole population's questions of that kind
+    # (one per edit for most figures; the subject and relation questions exist for some edits only)
+    population = [probes.sets(tok, n, early), probes.sets(tok, n, range(len(early), n))]
+    kind = {"reliability": "rel", "reliability_contains": "rel", "generalization": "gen", "generalization_contains": "gen"}
+    kind |= {"locality": "loc", "subject_locality": "subj", "subject_hijack": "subj", "relation_locality": "other"}
+    kind |= {"relation_hijack": "other"}
 
-    def mix(a: float | None, b: float | None) -> float | None:
+    def mix(name: str, a: float | None, b: float | None, fmt: str = "plain") -> float | None:
         if a is None or b is None:
             return b if a is None else a
-        return share * a + (1.0 - share) * b
+        counts = [len(sets[f"{kind[name]}/{fmt}"][0]) for sets in population]
+        return (counts[0] * a + counts[1] * b) / sum(counts)
 
     res = dict(parts[0])  # the edit-independent figures (capability, fluency, perplexity, norms) and the examples
     for fmt in ("plain", "chat"):
-        res[fmt] = {name: mix(v, parts[1][fmt][name]) for name, v in parts[0][fmt].items()}
-        res[fmt]["retention_first10pct"] = parts[0][fmt]["retention_first10pct"]
-        res[fmt]["capability"] = parts[0][fmt]["capability"]
+        res[fmt] = {name: mix(name, v, parts[1][fmt][name], fmt) if name in kind else v for name, v in parts[0][fmt].items()}
     if "teacher_forced" in res:
-        res["teacher_forced"] = {name: mix(v, parts[1]["teacher_forced"][name]) for name, v in parts[0]["teacher_forced"].items()}
+        res["teacher_forced"] = {name: mix(name, v, parts[1]["teacher_forced"][name]) for name, v in parts[0]["teacher_forced"].items()}
     res["method"] = method.name
-    res["sample"] = {"first": len(early), "rest": len(later), "of_rest": n - len(early), "seed": seed, "deltas_computed": len(need)}
+    res["strata"] = [{"plain": part["plain"], "chat": part["chat"], "teacher_forced": part.get("teacher_forced")} for part in parts]
+    res["sample"] = {
+        **{"first": len(early), "rest": len(later), "of_rest": n - len(early), "seed": seed, "deltas_computed": len(need)},
+        "norms_and_seconds": "over the computed deltas",
+    }
     res.update(_edit_costs(infos))
     return res

@@ -31,11 +31,18 @@ def test_every_edit_sampled_scores_as_the_whole_state(setting, tmp_path):
     model, tok, spec, method, probes = setting
     whole = ll.run(model, tok, spec, method, probes, [20], cache=tmp_path)[0]
     sample = ll.measure_sample(model, tok, spec, method, probes, 20, 18, cache=tmp_path)
-    assert sample["sample"] == {"first": 2, "rest": 18, "of_rest": 18, "seed": 0, "deltas_computed": 20}
-    # one probe per edit: the strata's means weighted by their share are the whole state's means
+    assert sample["sample"] | {"norms_and_seconds": None} == {
+        "first": 2,
+        "rest": 18,
+        "of_rest": 18,
+        "seed": 0,
+        "deltas_computed": 20,
+        "norms_and_seconds": None,
+    }
+    # the strata's means weighted by the questions each stands for are the whole state's means
     for fmt in ("plain", "chat"):
-        for name in ("reliability", "locality", "retention_first10pct", "capability", "reliability_contains"):
-            assert sample[fmt][name] == pytest.approx(whole[fmt][name]), (fmt, name)
+        for name, value in whole[fmt].items():
+            assert sample[fmt][name] == pytest.approx(value), (fmt, name)
     assert sample["teacher_forced"]["reliability"] == pytest.approx(whole["teacher_forced"]["reliability"])
     assert sample["fluency_ratio"] == pytest.approx(whole["fluency_ratio"])
 
@@ -59,3 +66,18 @@ def test_a_question_that_reaches_an_edit_held_without_its_delta_is_an_error(sett
             pass
     with holding.rows(model, ["What is the boiling point of water?"]):  # a question in no edit's scope runs on the base
         pass
+
+
+def test_a_sampled_edit_answers_as_in_the_whole_state(setting, tmp_path):
+    """The claim itself: with most edits held by their keys alone, the measured edits score as with every delta held."""
+    model, tok, spec, method, probes = setting
+    res = ll.measure_sample(model, tok, spec, method, probes, 20, 3, cache=tmp_path)
+    assert res["sample"]["deltas_computed"] < 20
+    holding = method.make_holding(base_weights(model, spec.edit_params))
+    for i, record in enumerate(probes.records[:20]):
+        ll.apply_edit(method, model, tok, spec, holding, f"e{i}", record, tmp_path)
+    for part, stratum in zip(res["strata"], ll.strata(20, 3)):
+        whole = ll.measure(model, tok, holding, probes, 20, {}, only=stratum)
+        for fmt in ("plain", "chat"):
+            assert part[fmt] == pytest.approx(whole[fmt], nan_ok=True), fmt
+        assert part["teacher_forced"] == pytest.approx(whole["teacher_forced"])
