@@ -465,6 +465,16 @@ class Probes:
         return out
 
 
+def _unedited(model, tok, holding: Holding, reference: dict, name: str, prompts: Sequence[str], max_new_tokens: int) -> None:
+    """The unedited model's greedy answers to `prompts` into `reference[name]`, for those not there yet."""
+    have = reference.setdefault(name, {})
+    todo = [x for x in prompts if x not in have]
+    if todo:
+        load_weights(model, holding.base)
+        for x, a in zip(todo, metrics.generate_answers(model, tok, todo, max_new_tokens=max_new_tokens)):
+            have[x] = a
+
+
 def _kept_or_hijacked(probe_set, answers: list[str], unedited: dict[str, str]) -> tuple[list[float], list[float]]:
     """Per question of a (questions, prompts, targets) set: is the answer the unedited one,
     and is it hijacked (it is the edit's target, where the unedited answer was not)?"""
@@ -495,13 +505,7 @@ def measure(
     early = sum(1 for i in (range(n) if only is None else set(only)) if i < min(first, n))  # the first rows of rel/*
     answers = {name: answer(model, tok, holding, q, p, max_new_tokens) for name, (q, p, _) in sets.items()}
     for name in ("loc/plain", "loc/chat", "cap/plain", "cap/chat", "subj/plain", "subj/chat", "other/plain", "other/chat"):
-        q, p, _ = sets[name]
-        have = reference.setdefault(name, {})
-        todo = [x for x in p if x not in have]
-        if todo:
-            load_weights(model, holding.base)
-            for x, a in zip(todo, metrics.generate_answers(model, tok, todo, max_new_tokens=max_new_tokens)):
-                have[x] = a
+        _unedited(model, tok, holding, reference, name, sets[name][1], max_new_tokens)
     res: dict = {"n_edits": n}
     for fmt in ("plain", "chat"):
         rq, rp, ra = sets[f"rel/{fmt}"]
@@ -659,13 +663,14 @@ def _pending(method: Method) -> Delta:
 
 def needed(method: Method, tok, probes: Probes, n: int, measured: Sequence[int]) -> list[int]:
     """The edits (by index) whose deltas a measurement of the edits `measured` at N = n reads: those
-    edits, and every edit that any question it asks reaches (their own probes, the capability set,
-    the fluency prompts, the fixed text)."""
+    edits, and every edit that any question it asks reaches (their own probes, every edit's unrelated
+    prompt, the capability set, the fluency prompts, the fixed text)."""
     holding = Routed({}, method.router)
     for i, record in enumerate(probes.records[:n]):
         holding.add(f"e{i}", record, _pending(method))
     questions = {q for qs, _, _ in probes.sets(tok, n, measured).values() for q in qs}
     questions |= {r.prompt for r in probes.records[: min(n, probes.n_fluency)]} | {CAPABILITY_TEXT}
+    questions |= set(probes.sets(tok, n)["loc/plain"][0])  # every edit's unrelated prompt: Locality is measured whole
     reached = {int(e.edit_id[1:]) for q in questions if (e := holding.memory.route(q).entry) is not None}
     return sorted(reached | set(measured))
 
@@ -686,8 +691,9 @@ def measure_sample(
 ) -> dict:
     """`run`'s measurement at N = n for a routed method, on the first tenth of the edits and k
     of the rest (`strata`), with only the deltas it reads computed (`needed`); every other edit
-    is held by its keys. Each figure is the two strata's means weighted by their share of the n
-    edits (retention: the first tenth's; the capability set, fluency and the fixed text's
+    is held by its keys. Each figure is the two strata's means weighted by the questions each
+    stratum stands for (Locality by generation: every edit's unrelated prompt, measured whole;
+    retention: the first tenth's; the capability set, fluency and the fixed text's
     perplexity are measured whole; ‖ΔW‖/‖W‖ and the seconds per edit are over the computed deltas
     only). `res["sample"]` says what was measured, `res["strata"]` holds each stratum's figures."""
     early, later = strata(n, k, seed)
@@ -707,6 +713,15 @@ def measure_sample(
             if progress:
                 progress(i + 1)
         parts = [measure(model, tok, holding, probes, n, reference, only=s) for s in (early, later)]
+        # Locality over every edit's unrelated prompt, not a sample: few of them reach any edit (those
+        # that hold an edited subject's words), so a sample of them is mostly noise around a known bound
+        whole = probes.sets(tok, n)
+        locality = {}
+        for fmt in ("plain", "chat"):
+            questions, prompts, _ = whole[f"loc/{fmt}"]
+            _unedited(model, tok, holding, reference, f"loc/{fmt}", prompts, 32)
+            got = answer(model, tok, holding, questions, prompts)
+            locality[fmt] = metrics.summarize([float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(got, prompts)])
     finally:
         load_weights(model, base)
     # each stratum weighs what it stands for: its whole population's questions of that kind
@@ -727,6 +742,8 @@ def measure_sample(
         res[fmt] = {name: mix(name, v, parts[1][fmt][name], fmt) if name in kind else v for name, v in parts[0][fmt].items()}
     if "teacher_forced" in res:
         res["teacher_forced"] = {name: mix(name, v, parts[1]["teacher_forced"][name]) for name, v in parts[0]["teacher_forced"].items()}
+    for fmt in ("plain", "chat"):
+        res[fmt]["locality"] = locality[fmt]
     res["method"] = method.name
     res["strata"] = [{"plain": part["plain"], "chat": part["chat"], "teacher_forced": part.get("teacher_forced")} for part in parts]
     res["sample"] = {

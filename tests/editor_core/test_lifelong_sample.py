@@ -81,3 +81,6 @@ def test_a_sampled_edit_answers_as_in_the_whole_state(setting, tmp_path):
         for fmt in ("plain", "chat"):
             assert part[fmt] == pytest.approx(whole[fmt], nan_ok=True), fmt
         assert part["teacher_forced"] == pytest.approx(whole["teacher_forced"])
+    full = ll.measure(model, tok, holding, probes, 20, {})
+    for fmt in ("plain", "chat"):  # Locality by generation is measured on every edit's unrelated prompt
+        assert res[fmt]["locality"] == pytest.approx(full[fmt]["locality"])
