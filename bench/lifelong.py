@@ -82,6 +82,12 @@ def make_method(name: str, model, refit_cfg: RefitConfig, router: RouterConfig, 
     return lifelong.Method(name, editor, holding, refit, router)
 
 
+def key_of(row: dict) -> tuple:
+    """What a row measured: (method, N, split, whether on a sample of the N edits). A run skips what is there,
+    and a new row replaces the one with its key (a sampled N and the same N measured whole are two rows)."""
+    return row["method"], row["n_edits"], row["extra"]["split"], bool(row["extra"].get("sample"))
+
+
 def row_of(res: dict, fmt: str, model_name: str) -> dict:
     """One row of the results file's documented shape."""
     r = res[fmt]
@@ -113,6 +119,7 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "refit": res.get("refit"),
             "router": res.get("router"),
             "sample": res.get("sample"),  # measured on a sample of the N edits (lifelong.measure_sample), else None
+            "locality_reached": res.get("locality_reached"),  # with a sample: the unrelated prompts, of all N, that reach an edit
             "examples": res["examples"] if fmt == "plain" else res.get("subject_examples"),
             **({"relation_examples": res.get("relation_examples")} if fmt == "chat" else {}),
         },
@@ -167,6 +174,13 @@ def main(argv: list[str] | None = None) -> None:
         "deltas those measurements read (routed methods; lifelong.measure_sample). 0: every edit",
     )
     ap.add_argument("--sample-seed", type=int, default=0)
+    ap.add_argument(
+        "--locality-whole",
+        action="store_true",
+        help="only measure Locality over every edit's unrelated prompt (lifelong.locality_over_all, computing the deltas they "
+        "reach) for the sampled rows of --checkpoints in --out, and write it into them (rows measured before session 22 "
+        "took it from their sample)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=2)
@@ -191,15 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge:
         for other in args.merge:
             rows = json.loads(other.read_text())["rows"]
-            keys = {(r["method"], r["n_edits"], r["extra"]["split"], r["prompt_format"]) for r in rows}
-            done["rows"] = [
-                r for r in done["rows"] if (r["method"], r["n_edits"], r["extra"]["split"], r["prompt_format"]) not in keys
-            ] + rows
+            keys = {(*key_of(r), r["prompt_format"]) for r in rows}
+            done["rows"] = [r for r in done["rows"] if (*key_of(r), r["prompt_format"]) not in keys] + rows
         out.write_text(json.dumps(done, indent=1) + "\n")
         write_table(done, out.with_suffix(".md"))
         plot(done, out.with_suffix(".png"))
         return
-    have = {(r["method"], r["n_edits"], r["extra"]["split"]) for r in done["rows"]}
+    have = {key_of(r) for r in done["rows"]}
 
     model, tok = load_model(args.model)
     records = edit_records(args.split, max(checkpoints + [args.single]))
@@ -241,9 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         if out.exists():  # other benches (lifelong_speed.py, parallel runs of this one) may have written since
             done.clear()
             done.update(json.loads(out.read_text()))
-        done["rows"] = [
-            r for r in done["rows"] if (r["method"], r["n_edits"], r["extra"]["split"]) != (res["method"], res["n_edits"], args.split)
-        ]
+        key = (res["method"], res["n_edits"], args.split, bool(res.get("sample")))
+        done["rows"] = [r for r in done["rows"] if key_of(r) != key]
         done["rows"] += [row_of(res, fmt, args.model) for fmt in ("plain", "chat")]
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
@@ -277,6 +288,33 @@ def main(argv: list[str] | None = None) -> None:
     def sampled(n: int, name: str) -> bool:  # only a routed memory answers a question from one edit's delta alone
         return bool(args.sample) and "/routed" in name and max(1, n // 10) + args.sample < n
 
+    if args.locality_whole:
+        for name in args.methods.split(","):
+            method = make_method(name, model, refit_cfg, router, quick_cfg)
+            for n in checkpoints:
+                if (name, n, args.split, True) not in have:
+                    continue
+                t = time.time()
+                spec = method_spec(method, model)
+                res = lifelong.locality_over_all(model, tok, spec, method, probes, n, reference=reference, cache=cache_of(name))
+                done.clear()
+                done.update(json.loads(out.read_text()))  # as in save: others may have written since
+                for r in done["rows"]:
+                    if key_of(r) == (name, n, args.split, True):
+                        r["locality"] = res[r["prompt_format"]]
+                        r["extra"]["locality_reached"] = res["reached"]
+                tmp = out.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(done, indent=1) + "\n")
+                tmp.replace(out)
+                print(
+                    f"{name} N={n}: Locality over all {n} unrelated prompts ({res['reached']} reach an edit) "
+                    f"{res['plain']:.1f} / {res['chat']:.1f}, {time.time() - t:.0f} s",
+                    flush=True,
+                )
+        write_table(done, out.with_suffix(".md"))
+        plot(done, out.with_suffix(".png"))
+        return
+
     if args.fill:
         k, m = (int(x) for x in args.fill.split("/"))
         for name in args.methods.split(","):
@@ -299,11 +337,11 @@ def main(argv: list[str] | None = None) -> None:
 
     for name in args.methods.split(","):
         method = make_method(name, model, refit_cfg, router, quick_cfg)
-        todo = [n for n in checkpoints if (name, n, args.split) not in have]
+        todo = [n for n in checkpoints if (name, n, args.split, sampled(n, name)) not in have]
         skipped = sorted(set(checkpoints) - set(todo))
         if skipped:
             print(f"  {name}: N = {skipped} already in {out} (not measured again; remove those rows or pass --out)", flush=True)
-        if args.single and (name, 1, args.split) not in have:
+        if args.single and (name, 1, args.split, False) not in have:
             singles = []
             for i in range(args.single):  # N = 1: each record alone, from the unedited weights
                 one = lifelong.Probes([records[i]], probes.capability[:0], n_fluency=1, relation=probes.relation)
@@ -408,11 +446,11 @@ def plot(done: dict, path: Path) -> None:
     for row, fmt in enumerate(("plain", "chat")):
         for ax, fig_name in zip(axes[row], figures):
             for k, (split, method) in enumerate(series):
-                pts = sorted(
-                    (r["n_edits"], r[fig_name])
-                    for r in done["rows"]
-                    if (r["extra"]["split"], r["method"]) == (split, method) and r["prompt_format"] == fmt and r[fig_name] is not None
-                )
+                rows = [r for r in done["rows"] if (r["extra"]["split"], r["method"]) == (split, method) and r["prompt_format"] == fmt]
+                at = {}  # N -> the figure; where an N was measured whole and on a sample, the whole one
+                for r in sorted(rows, key=lambda r: not r["extra"].get("sample")):
+                    at[r["n_edits"]] = r[fig_name]
+                pts = sorted((n, y) for n, y in at.items() if y is not None)
                 if pts:  # one line per split and method (a file may hold val and relval rows)
                     label = method if len(splits) == 1 else f"{split}: {method}"
                     ax.plot(*zip(*pts), marker="o", label=label, color=colors(k % colors.N))  # one colour per series in every panel

@@ -675,6 +675,48 @@ def needed(method: Method, tok, probes: Probes, n: int, measured: Sequence[int])
     return sorted(reached | set(measured))
 
 
+def _locality_over_all(model, tok, holding: Routed, probes: Probes, n: int, reference: dict) -> dict:
+    """Locality by generation over every one of the first n edits' unrelated prompts, each format, and how
+    many of them reach an edit ("reached"). A prompt that reaches none runs on the exact base weights, so it
+    answers as unedited by construction and is not generated; the others are answered on the base plus the
+    delta of the edit they reach, which `holding` must hold."""
+    out: dict = {"changed": {}}
+    for fmt in ("plain", "chat"):
+        questions, prompts, _ = probes.sets(tok, n)[f"loc/{fmt}"]
+        reach = [i for i, q in enumerate(questions) if holding.memory.route(q).entry is not None]
+        asked = [prompts[i] for i in reach]
+        _unedited(model, tok, holding, reference, f"loc/{fmt}", asked, 32)
+        got = answer(model, tok, holding, [questions[i] for i in reach], asked)
+        changed = [(p, g) for p, g in zip(asked, got) if g != reference[f"loc/{fmt}"][p]]
+        out[fmt] = metrics.summarize([0.0] * len(changed) + [1.0] * (len(questions) - len(changed)))
+        out["reached"], out["changed"][fmt] = len(reach), changed
+    return out
+
+
+def locality_over_all(
+    model, tok, spec, method: Method, probes: Probes, n: int, *, reference: dict | None = None, cache: Path | None = None
+) -> dict:
+    """Locality by generation with n edits held, over every edit's unrelated prompt (`_locality_over_all`),
+    computing only the deltas those prompts reach (a routed method): what `measure_sample` reports, alone."""
+    base = base_weights(model, spec.edit_params)
+    holding = method.make_holding(base, model, tok)
+    if not isinstance(holding, Routed):
+        raise ValueError(f"{method.name}: only a routed memory answers a question from one edit's delta alone")
+    pending = Routed({}, method.router)
+    for i, record in enumerate(probes.records[:n]):
+        pending.add(f"e{i}", record, _pending(method))
+    need = {int(e.edit_id[1:]) for q in probes.sets(tok, n)["loc/plain"][0] if (e := pending.memory.route(q).entry) is not None}
+    try:
+        for i, record in enumerate(probes.records[:n]):
+            if i in need:
+                apply_edit(method, model, tok, spec, holding, f"e{i}", record, cache)
+            else:
+                holding.add(f"e{i}", record, _pending(method))
+        return _locality_over_all(model, tok, holding, probes, n, {} if reference is None else reference)
+    finally:
+        load_weights(model, base)
+
+
 def measure_sample(
     model,
     tok,
@@ -715,13 +757,7 @@ def measure_sample(
         parts = [measure(model, tok, holding, probes, n, reference, only=s) for s in (early, later)]
         # Locality over every edit's unrelated prompt, not a sample: few of them reach any edit (those
         # that hold an edited subject's words), so a sample of them is mostly noise around a known bound
-        whole = probes.sets(tok, n)
-        locality = {}
-        for fmt in ("plain", "chat"):
-            questions, prompts, _ = whole[f"loc/{fmt}"]
-            _unedited(model, tok, holding, reference, f"loc/{fmt}", prompts, 32)
-            got = answer(model, tok, holding, questions, prompts)
-            locality[fmt] = metrics.summarize([float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(got, prompts)])
+        locality = _locality_over_all(model, tok, holding, probes, n, reference)
     finally:
         load_weights(model, base)
     # each stratum weighs what it stands for: its whole population's questions of that kind
@@ -744,6 +780,7 @@ def measure_sample(
         res["teacher_forced"] = {name: mix(name, v, parts[1]["teacher_forced"][name]) for name, v in parts[0]["teacher_forced"].items()}
     for fmt in ("plain", "chat"):
         res[fmt]["locality"] = locality[fmt]
+    res["locality_reached"] = locality["reached"]
     res["method"] = method.name
     res["strata"] = [{"plain": part["plain"], "chat": part["chat"], "teacher_forced": part.get("teacher_forced")} for part in parts]
     res["sample"] = {

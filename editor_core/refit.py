@@ -121,6 +121,16 @@ class RefitConfig:
     # weight 4, but chat rephrasings 94 % -> 76 / 75 % and 4-7x the quick fit's time
     # (docs/RESULTS.md): not adopted.
     subject_stop: bool = True
+    # Keep a plain (not chat) subject question's first answer token where the base stops there (EOS or a
+    # line break: asked a bare question, SmolLM2 mostly ends or breaks the line, "What is {} known for?"
+    # -> EOS in 37 of 40 validation subjects). Kept, it teaches the fitted model that a bare question
+    # about the subject ends at once, and the edit's own bare rephrasings then answer nothing
+    # ("From what country was Helene Gotthold?" -> "\n"). False: the base's text after that first
+    # token is still kept, the choice to stop is not. Session 22, on 100 routed validation edits: empty
+    # bare rephrasings 5 -> 3, rephrasings 83 / 91 % against 82 / 92 (plain / chat; 3 gained and 2 lost
+    # plain), but bare questions about the subject answered with the target 19 % against 2 %, and
+    # answered as unedited 36 % against 68 %: the kept stop is what holds them. Not adopted.
+    subject_plain_stop: bool = True
     # Questions of the edit's own shape about its subject and another relation ("The founder of
     # Peru is", "What is the official language of Peru?"; `relation_questions`), their first
     # `relation_tokens` answer tokens kept with the subject questions' weight (0: off). With
@@ -359,6 +369,7 @@ def refit(
     `subject` is the edit's subject (empty: guessed from the prompt, `subject_of`);
     `more` holds further (prompt, target, rephrasings, subject) of the same edit (a batch edit)."""
     forms, answers, past, about, others = [], [], [], [], []
+    bare = set()  # the subject questions asked plainly
     for p, t, reph, subj in [(prompt, target, tuple(rephrasings), subject), *more]:
         asked = question_forms(
             tokenizer, p, reph, chat=config.chat, n_variants=config.variants, seed=config.seed, drops=config.variant_drops
@@ -371,6 +382,7 @@ def refit(
         name = subject_of(p, subj)
         if name and config.subject_tokens:
             qs = [q.format(name) for q in SUBJECT_QUESTIONS[: config.subject_questions]]
+            bare.update(qs)
             about += qs + ([chat_prompt(tokenizer, q) for q in qs] if config.chat else [])
             others += _other_relations(model, tokenizer, p, name, config)
     fitted = list(spec.edit_params[-config.n_weights :])
@@ -412,13 +424,16 @@ def refit(
     conts = _base_continuations(model, tokenizer, past + decoded, lengths, [True] * len(past) + [False] * len(decoded))
     if about and not decoded:
         conts += _first_token_rows(tokenizer, about)
+    if about and decoded and not config.subject_plain_stop:
+        eos = end_of_text_ids(model, tokenizer)
+        conts = conts[: len(past)] + _past_a_stop(tokenizer, conts[len(past) :], [q in bare for q in decoded], eos)
     if past:
         eos = end_of_text_ids(model, tokenizer)
         # over the whole vocabulary: past EOS a fitted model moves its mass to tokens the base never
         # considers there (the chat template's <|im_start|>), which a restricted KL cannot see
         anchor = _Anchor(runner, conts[: len(past)], below, fitted, start, eos=eos, vocab=0, prefix=prefix)
         anchors.append((anchor, config.keep_weight, False))
-    if about:
+    if conts[len(past) :]:  # (none left where every subject question was a bare one the base ends at once)
         anchor = _Anchor(runner, conts[len(past) :], below, fitted, start, prefix=prefix, **restricted)
         anchors.append((anchor, config.subject_weight, config.subject_stop))
     if others:  # their continuations were generated when they were chosen
@@ -467,6 +482,20 @@ def refit(
     if config.narrow_scope:
         meta["scope"] = NARROW
     return RefitResult(Delta(factors, meta), steps, took, kept)
+
+
+def _past_a_stop(tokenizer, conts: list, plain: list[bool], eos: set[int]) -> list:
+    """The subject questions' continuations, where a plain question's begins with a stop (EOS or a line
+    break) without that first token: it goes into the kept text's prompt, and what follows it is kept
+    (nothing is, if it was EOS). A chat question's first token is the assistant's first word: kept."""
+    out = []
+    for bare, (ids, cont, logits) in zip(plain, conts):
+        stop = bool(cont) and (cont[0] in eos or "\n" in tokenizer.decode(cont[:1]))
+        if not (bare and stop):
+            out.append((ids, cont, logits))
+        elif cont[0] not in eos and len(cont) > 1:
+            out.append((ids + cont[:1], cont[1:], logits[1:]))
+    return out
 
 
 def refit_records(model, tokenizer, spec: ModelSpec, records: Sequence, delta: Delta | None, config: RefitConfig) -> RefitResult:

@@ -1,5 +1,7 @@
 """`lifelong.measure_sample`: a large N measured on some of its edits, each answered as the whole state answers it."""
 
+import dataclasses
+
 import pytest
 
 from editor_core import lifelong as ll
@@ -84,3 +86,29 @@ def test_a_sampled_edit_answers_as_in_the_whole_state(setting, tmp_path):
     full = ll.measure(model, tok, holding, probes, 20, {})
     for fmt in ("plain", "chat"):  # Locality by generation is measured on every edit's unrelated prompt
         assert res[fmt]["locality"] == pytest.approx(full[fmt]["locality"])
+    # alone, with only the deltas the unrelated prompts reach computed: the same figure
+    alone_cache = tmp_path / "alone"
+    alone = ll.locality_over_all(model, tok, spec, method, probes, 20, cache=alone_cache)
+    assert alone["reached"] == res["locality_reached"]
+    assert len(list(alone_cache.glob("*.safetensors"))) <= alone["reached"] < 20
+    for fmt in ("plain", "chat"):
+        assert alone[fmt] == pytest.approx(full[fmt]["locality"])
+
+
+def test_locality_over_all_generates_only_the_prompts_that_reach_an_edit(setting, tmp_path):
+    """An unrelated prompt that names an edited subject (here: another edit's own question) is answered on
+    that edit's delta and compared; the others run on the base weights and are unchanged by construction."""
+    model, tok, spec, method, probes = setting
+    records = list(probes.records[:20])
+    moved = dataclasses.replace(records[3].locality[0], prompt=records[5].prompt)
+    records[3] = dataclasses.replace(records[3], locality=(moved, *records[3].locality[1:]))
+    probes = ll.Probes(records, probes.capability, n_fluency=2)
+    alone = ll.locality_over_all(model, tok, spec, method, probes, 20, cache=tmp_path)
+    assert alone["reached"] == 1 and len(list(tmp_path.glob("*.safetensors"))) == 1  # edit 5's delta alone
+    holding = method.make_holding(base_weights(model, spec.edit_params))
+    for i, record in enumerate(records):
+        ll.apply_edit(method, model, tok, spec, holding, f"e{i}", record, tmp_path)
+    full = ll.measure(model, tok, holding, probes, 20, {}, teacher_forcing=False)
+    for fmt in ("plain", "chat"):
+        assert alone[fmt] == pytest.approx(full[fmt]["locality"])
+        assert alone[fmt] == pytest.approx(100.0 * (20 - len(alone["changed"][fmt])) / 20)

@@ -618,3 +618,27 @@ def test_an_anchor_computes_the_base_logits_itself_where_generate_reshapes_the_h
         computed = _Anchor(runner, [c[:2] for c in conts], {}, fitted, start, eos=eos)
         torch.testing.assert_close(given.neg_entropy, computed.neg_entropy)
         assert _GENERATED_LOGITS[model] is False
+
+
+def test_a_bare_subject_question_keeps_what_follows_a_stop_but_not_the_stop():
+    """`subject_plain_stop=False`: where the base ends a bare question about the subject at once
+    (EOS) nothing of it is kept, where it breaks the line the line break moves into the kept
+    text's prompt and the words after it are kept, and a chat question is kept whole."""
+    from editor_core.refit import _past_a_stop
+    from editor_core.tokens import end_of_text_ids
+
+    model, tok = load_model("tiny-llama")
+    eos = end_of_text_ids(model, tok)
+    stop = sorted(eos)[0]
+    newline = tok.encode("\n", add_special_tokens=False)[-1]
+    assert "\n" in tok.decode([newline])
+    word = tok.encode(" Lima", add_special_tokens=False)[-1]
+    ids = tok.encode("Who or what is Peru?", add_special_tokens=False)
+    logits = torch.randn(3, model.config.vocab_size)
+    conts = [(ids, [stop], logits[:1]), (ids, [newline, word, stop], logits), (ids, [word, stop], logits[:2]), (ids, [stop], logits[:1])]
+    kept = _past_a_stop(tok, conts, [True, True, True, False], eos)
+    assert len(kept) == 3  # the bare one that ends at once is gone; the chat one that ends at once stays
+    (p1, c1, l1), (p2, c2, l2), (p3, c3, _) = kept
+    assert (p1, c1) == (ids + [newline], [word, stop]) and torch.equal(l1, logits[1:])
+    assert (p2, c2) == (ids, [word, stop]) and torch.equal(l2, logits[:2])
+    assert (p3, c3) == (ids, [stop])
