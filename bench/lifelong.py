@@ -47,7 +47,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # when the refit's code changes what a setting computes (2: `keep` reads the whole vocabulary, session
 # 13; 3: no bare "{} is" among the kept subject questions, session 14, before their texts were part of
 # the name), so no older edit is reused. A new RefitConfig field renames every cache too (session 18:
-# `tie_margin`, `subject_stop`; session 19: `narrow_scope`; session 20: `variant_drops`), even at its default: older cached edits
+# `tie_margin`, `subject_stop`; session 19: `narrow_scope`; session 20: `variant_drops`; session 22: `subject_plain_stop`),
+# even at its default: older cached edits
 # are then computed again.
 REFIT_CODE = 3
 METHODS = (
@@ -292,8 +293,14 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.methods.split(","):
             method = make_method(name, model, refit_cfg, router, quick_cfg)
             for n in checkpoints:
-                if (name, n, args.split, True) not in have:
+                rows = [r for r in done["rows"] if key_of(r) == (name, n, args.split, True)]
+                if not rows:
                     continue
+                # the row's own refit and router settings (the keys it has: a field added since is at its default)
+                stored = (rows[0]["extra"].get("refit") or {}) | (rows[0]["extra"].get("router") or {})
+                now = refit_settings(refit_of(name, refit_cfg, quick_cfg) or refit_cfg) | dataclasses.asdict(router)
+                if any(now.get(k, v) != v for k, v in stored.items()):
+                    ap.error(f"--locality-whole: {name} N={n} in {out} was measured with other settings than this run's: {stored}")
                 t = time.time()
                 spec = method_spec(method, model)
                 res = lifelong.locality_over_all(model, tok, spec, method, probes, n, reference=reference, cache=cache_of(name))
@@ -415,7 +422,8 @@ def write_table(done: dict, path: Path) -> None:
         "| relation Loc / hijack | TF Rel/Gen/Loc | s/edit |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(done["rows"], key=lambda r: (r["extra"]["split"], r["method"], r["n_edits"], r["prompt_format"])):
+    # a whole row before the sampled one at the same N
+    for r in sorted(done["rows"], key=lambda r: (r["extra"]["split"], r["method"], r["n_edits"], key_of(r)[3], r["prompt_format"])):
         tf = r.get("teacher_forced") or {}
         sample = r["extra"].get("sample")
         n = r["n_edits"]
@@ -449,7 +457,8 @@ def plot(done: dict, path: Path) -> None:
                 rows = [r for r in done["rows"] if (r["extra"]["split"], r["method"]) == (split, method) and r["prompt_format"] == fmt]
                 at = {}  # N -> the figure; where an N was measured whole and on a sample, the whole one
                 for r in sorted(rows, key=lambda r: not r["extra"].get("sample")):
-                    at[r["n_edits"]] = r[fig_name]
+                    if r[fig_name] is not None:
+                        at[r["n_edits"]] = r[fig_name]
                 pts = sorted((n, y) for n, y in at.items() if y is not None)
                 if pts:  # one line per split and method (a file may hold val and relval rows)
                     label = method if len(splits) == 1 else f"{split}: {method}"

@@ -680,16 +680,18 @@ def _locality_over_all(model, tok, holding: Routed, probes: Probes, n: int, refe
     many of them reach an edit ("reached"). A prompt that reaches none runs on the exact base weights, so it
     answers as unedited by construction and is not generated; the others are answered on the base plus the
     delta of the edit they reach, which `holding` must hold."""
-    out: dict = {"changed": {}}
+    sets = probes.sets(tok, n)
+    # both formats route the same questions (the user's words, bare or in the chat template)
+    reach = [i for i, q in enumerate(sets["loc/plain"][0]) if holding.memory.route(q).entry is not None]
+    out: dict = {"reached": len(reach), "changed": {}}
     for fmt in ("plain", "chat"):
-        questions, prompts, _ = probes.sets(tok, n)[f"loc/{fmt}"]
-        reach = [i for i, q in enumerate(questions) if holding.memory.route(q).entry is not None]
+        questions, prompts, _ = sets[f"loc/{fmt}"]
         asked = [prompts[i] for i in reach]
         _unedited(model, tok, holding, reference, f"loc/{fmt}", asked, 32)
         got = answer(model, tok, holding, [questions[i] for i in reach], asked)
         changed = [(p, g) for p, g in zip(asked, got) if g != reference[f"loc/{fmt}"][p]]
         out[fmt] = metrics.summarize([0.0] * len(changed) + [1.0] * (len(questions) - len(changed)))
-        out["reached"], out["changed"][fmt] = len(reach), changed
+        out["changed"][fmt] = changed
     return out
 
 

@@ -126,7 +126,8 @@ class RefitConfig:
     # -> EOS in 37 of 40 validation subjects). Kept, it teaches the fitted model that a bare question
     # about the subject ends at once, and the edit's own bare rephrasings then answer nothing
     # ("From what country was Helene Gotthold?" -> "\n"). False: the base's text after that first
-    # token is still kept, the choice to stop is not. Session 22, on 100 routed validation edits: empty
+    # token is still kept, the choice to stop is not (no effect with subject_tokens = 1, whose kept
+    # first token is never decoded). Session 22, on 100 routed validation edits: empty
     # bare rephrasings 5 -> 3, rephrasings 83 / 91 % against 82 / 92 (plain / chat; 3 gained and 2 lost
     # plain), but bare questions about the subject answered with the target 19 % against 2 %, and
     # answered as unedited 36 % against 68 %: the kept stop is what holds them. Not adopted.

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from editor_core import lifelong as ll
+from editor_core.chat import chat_prompt
 from editor_core.delta import base_weights
 from editor_core.models import ModelSpec
 from editor_core.refit import RefitConfig
@@ -95,7 +96,7 @@ def test_a_sampled_edit_answers_as_in_the_whole_state(setting, tmp_path):
         assert alone[fmt] == pytest.approx(full[fmt]["locality"])
 
 
-def test_locality_over_all_generates_only_the_prompts_that_reach_an_edit(setting, tmp_path):
+def test_locality_over_all_generates_only_the_prompts_that_reach_an_edit(setting, tmp_path, monkeypatch):
     """An unrelated prompt that names an edited subject (here: another edit's own question) is answered on
     that edit's delta and compared; the others run on the base weights and are unchanged by construction."""
     model, tok, spec, method, probes = setting
@@ -103,8 +104,18 @@ def test_locality_over_all_generates_only_the_prompts_that_reach_an_edit(setting
     moved = dataclasses.replace(records[3].locality[0], prompt=records[5].prompt)
     records[3] = dataclasses.replace(records[3], locality=(moved, *records[3].locality[1:]))
     probes = ll.Probes(records, probes.capability, n_fluency=2)
+    generated = []
+    answer = ll.answer
+
+    def recorded(model, tok, holding, questions, prompts, *args):
+        generated.extend(prompts)
+        return answer(model, tok, holding, questions, prompts, *args)
+
+    monkeypatch.setattr(ll, "answer", recorded)
     alone = ll.locality_over_all(model, tok, spec, method, probes, 20, cache=tmp_path)
+    monkeypatch.undo()
     assert alone["reached"] == 1 and len(list(tmp_path.glob("*.safetensors"))) == 1  # edit 5's delta alone
+    assert generated == [records[5].prompt, chat_prompt(tok, records[5].prompt)]  # the one prompt that reaches it, each format
     holding = method.make_holding(base_weights(model, spec.edit_params))
     for i, record in enumerate(records):
         ll.apply_edit(method, model, tok, spec, holding, f"e{i}", record, tmp_path)

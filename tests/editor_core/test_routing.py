@@ -642,3 +642,21 @@ def test_a_bare_subject_question_keeps_what_follows_a_stop_but_not_the_stop():
     assert (p1, c1) == (ids + [newline], [word, stop]) and torch.equal(l1, logits[1:])
     assert (p2, c2) == (ids, [word, stop]) and torch.equal(l2, logits[:2])
     assert (p3, c3) == (ids, [stop])
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_refit_runs_with_every_bare_subject_question_ending_at_once(chat):
+    """`subject_plain_stop=False` where the base ends every subject question at once (EOS made likely):
+    every bare one is left out; without the chat forms no subject anchor is left, and the refit still
+    fits its answer (with them, the chat forms are kept)."""
+    from editor_core.refit import RefitConfig, refit
+    from editor_core.tokens import end_of_text_ids
+
+    model, tok = load_model("tiny-llama")
+    bias = torch.zeros(model.config.vocab_size)
+    bias[sorted(end_of_text_ids(model, tok))] = 40.0
+    model.lm_head.bias = torch.nn.Parameter(bias, requires_grad=False)
+    spec = ModelSpec.for_model(model)
+    cfg = RefitConfig(steps=3, variants=0, keep=0, chat=chat, subject_questions=2, subject_tokens=4, subject_plain_stop=False)
+    res = refit(model, tok, spec, "The capital of Peru is", "Quito", None, cfg, subject="Peru")
+    assert res.steps >= 1 and res.delta.factors
