@@ -142,7 +142,8 @@ lifelong() {
   # session 22: that row's Locality over all 1,000 unrelated prompts (the 10 that reach an edit answered on its delta):
   #   python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 2 \
   #     --locality-whole
-  # and, on validation, not adopted: --refit subject_plain_stop=false (a bare subject question's stop not kept).
+  # and, on validation (100 edits), not adopted: --refit subject_plain_stop=false (a bare subject question's stop not
+  # kept), --refit variants=8, --refit subject_weight=2.
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
   wait
