@@ -459,7 +459,7 @@ def plot(done: dict, path: Path) -> None:
                 for r in sorted(rows, key=lambda r: not r["extra"].get("sample")):
                     if r[fig_name] is not None:
                         at[r["n_edits"]] = r[fig_name]
-                pts = sorted((n, y) for n, y in at.items() if y is not None)
+                pts = sorted(at.items())
                 if pts:  # one line per split and method (a file may hold val and relval rows)
                     label = method if len(splits) == 1 else f"{split}: {method}"
                     ax.plot(*zip(*pts), marker="o", label=label, color=colors(k % colors.N))  # one colour per series in every panel
