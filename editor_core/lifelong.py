@@ -665,14 +665,39 @@ def needed(method: Method, tok, probes: Probes, n: int, measured: Sequence[int])
     """The edits (by index) whose deltas a measurement of the edits `measured` at N = n reads: those
     edits, and every edit that any question it asks reaches (their own probes, every edit's unrelated
     prompt, the capability set, the fluency prompts, the fixed text)."""
-    holding = Routed({}, method.router)
-    for i, record in enumerate(probes.records[:n]):
-        holding.add(f"e{i}", record, _pending(method))
     questions = {q for qs, _, _ in probes.sets(tok, n, measured).values() for q in qs}
     questions |= {r.prompt for r in probes.records[: min(n, probes.n_fluency)]} | {CAPABILITY_TEXT}
     questions |= set(probes.sets(tok, n)["loc/plain"][0])  # every edit's unrelated prompt: Locality is measured whole
-    reached = {int(e.edit_id[1:]) for q in questions if (e := holding.memory.route(q).entry) is not None}
-    return sorted(reached | set(measured))
+    return sorted(_reached(method, probes, n, questions) | set(measured))
+
+
+def _reached(method: Method, probes: Probes, n: int, questions) -> set[int]:
+    """The edits (by index) among the first n that `questions` reach, by routing over their keys alone."""
+    holding = Routed({}, method.router)
+    for i, record in enumerate(probes.records[:n]):
+        holding.add(f"e{i}", record, _pending(method))
+    return {int(e.edit_id[1:]) for q in questions if (e := holding.memory.route(q).entry) is not None}
+
+
+def _hold(model, tok, spec, method: Method, probes: Probes, n: int, need: set[int], cache, progress=None) -> tuple[Routed, list[dict]]:
+    """The first n edits held in a routed memory: those in `need` with their deltas (computed or read from
+    `cache`), every other by its keys alone (`_pending`); and the computed edits' costs. `model` is left
+    on the base weights."""
+    holding = method.make_holding(base_weights(model, spec.edit_params), model, tok)
+    if not isinstance(holding, Routed):
+        raise ValueError(f"{method.name}: only a routed memory answers a question from one edit's delta alone")
+    infos = []
+    try:
+        for i, record in enumerate(probes.records[:n]):
+            if i in need:
+                infos.append(apply_edit(method, model, tok, spec, holding, f"e{i}", record, cache))
+            else:
+                holding.add(f"e{i}", record, _pending(method))
+            if progress:
+                progress(i + 1)
+    finally:
+        load_weights(model, holding.base)
+    return holding, infos
 
 
 def _locality_over_all(model, tok, holding: Routed, probes: Probes, n: int, reference: dict) -> dict:
@@ -700,23 +725,12 @@ def locality_over_all(
 ) -> dict:
     """Locality by generation with n edits held, over every edit's unrelated prompt (`_locality_over_all`),
     computing only the deltas those prompts reach (a routed method): what `measure_sample` reports, alone."""
-    base = base_weights(model, spec.edit_params)
-    holding = method.make_holding(base, model, tok)
-    if not isinstance(holding, Routed):
-        raise ValueError(f"{method.name}: only a routed memory answers a question from one edit's delta alone")
-    pending = Routed({}, method.router)
-    for i, record in enumerate(probes.records[:n]):
-        pending.add(f"e{i}", record, _pending(method))
-    need = {int(e.edit_id[1:]) for q in probes.sets(tok, n)["loc/plain"][0] if (e := pending.memory.route(q).entry) is not None}
+    need = _reached(method, probes, n, probes.sets(tok, n)["loc/plain"][0])
+    holding, _ = _hold(model, tok, spec, method, probes, n, need, cache)
     try:
-        for i, record in enumerate(probes.records[:n]):
-            if i in need:
-                apply_edit(method, model, tok, spec, holding, f"e{i}", record, cache)
-            else:
-                holding.add(f"e{i}", record, _pending(method))
         return _locality_over_all(model, tok, holding, probes, n, {} if reference is None else reference)
     finally:
-        load_weights(model, base)
+        load_weights(model, holding.base)
 
 
 def measure_sample(
@@ -742,26 +756,15 @@ def measure_sample(
     only). `res["sample"]` says what was measured, `res["strata"]` holds each stratum's figures."""
     early, later = strata(n, k, seed)
     need = set(needed(method, tok, probes, n, early + later))
-    base = base_weights(model, spec.edit_params)
-    holding = method.make_holding(base, model, tok)
-    if not isinstance(holding, Routed):
-        raise ValueError(f"{method.name}: only a routed memory answers a question from one edit's delta alone")
+    holding, infos = _hold(model, tok, spec, method, probes, n, need, cache, progress)
     reference = {} if reference is None else reference
-    infos = []
     try:
-        for i, record in enumerate(probes.records[:n]):
-            if i in need:
-                infos.append(apply_edit(method, model, tok, spec, holding, f"e{i}", record, cache))
-            else:
-                holding.add(f"e{i}", record, _pending(method))
-            if progress:
-                progress(i + 1)
         parts = [measure(model, tok, holding, probes, n, reference, only=s) for s in (early, later)]
         # Locality over every edit's unrelated prompt, not a sample: few of them reach any edit (those
         # that hold an edited subject's words), so a sample of them is mostly noise around a known bound
         locality = _locality_over_all(model, tok, holding, probes, n, reference)
     finally:
-        load_weights(model, base)
+        load_weights(model, holding.base)
     # each stratum weighs what it stands for: its whole population's questions of that kind
     # (one per edit for most figures; the subject and relation questions exist for some edits only)
     population = [probes.sets(tok, n, early), probes.sets(tok, n, range(len(early), n))]
