@@ -440,6 +440,15 @@ def write_table(done: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def points(rows: list[dict], name: str) -> list[tuple[int, float]]:
+    """(N, figure) of one series' rows, by N; where an N was measured whole and on a sample, the whole one."""
+    at = {}
+    for r in sorted(rows, key=lambda r: not r["extra"].get("sample")):  # sampled rows first, so a whole one overwrites
+        if r[name] is not None:
+            at[r["n_edits"]] = r[name]
+    return sorted(at.items())
+
+
 def plot(done: dict, path: Path) -> None:
     import matplotlib
 
@@ -455,11 +464,7 @@ def plot(done: dict, path: Path) -> None:
         for ax, fig_name in zip(axes[row], figures):
             for k, (split, method) in enumerate(series):
                 rows = [r for r in done["rows"] if (r["extra"]["split"], r["method"]) == (split, method) and r["prompt_format"] == fmt]
-                at = {}  # N -> the figure; where an N was measured whole and on a sample, the whole one
-                for r in sorted(rows, key=lambda r: not r["extra"].get("sample")):
-                    if r[fig_name] is not None:
-                        at[r["n_edits"]] = r[fig_name]
-                pts = sorted(at.items())
+                pts = points(rows, fig_name)
                 if pts:  # one line per split and method (a file may hold val and relval rows)
                     label = method if len(splits) == 1 else f"{split}: {method}"
                     ax.plot(*zip(*pts), marker="o", label=label, color=colors(k % colors.N))  # one colour per series in every panel

@@ -144,6 +144,9 @@ lifelong() {
   #     --locality-whole
   # and, on validation (100 edits), not adopted: --refit subject_plain_stop=false (a bare subject question's stop not
   # kept), --refit variants=8, --refit subject_weight=2.
+  # session 23, on validation (100 edits), not adopted: --refit keep_weight=0.5, --refit-steps 120 (each with its own --out,
+  # rows renamed, then --merge into lifelong_val.json); and the unedited model's own consistency on the test records:
+  #   python bench/base_consistency.py --n 1000 --splits test
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
   wait

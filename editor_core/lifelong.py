@@ -496,16 +496,22 @@ def measure(
     max_new_tokens: int = 32,
     teacher_forcing: bool = True,
     only: Sequence[int] | None = None,
+    health: bool = True,
 ) -> dict:
     """All scores of the first n edits on the state `holding` now holds (`only`: the edit-level
     scores of those of them, by index; retention over those in the first tenth). `reference`
-    caches the unedited model's answers (filled on first use, with the base weights)."""
+    caches the unedited model's answers (filled on first use, with the base weights). `health`
+    False leaves out what does not depend on `only` (the capability set, fluency, the fixed text's
+    perplexity, the norms): a second call on the same state would measure them again."""
     sets = probes.sets(tok, n, only)
+    if not health:
+        sets = {name: qs for name, qs in sets.items() if not name.startswith("cap/")}
     first = max(1, n // 10)
     early = sum(1 for i in (range(n) if only is None else set(only)) if i < min(first, n))  # the first rows of rel/*
     answers = {name: answer(model, tok, holding, q, p, max_new_tokens) for name, (q, p, _) in sets.items()}
     for name in ("loc/plain", "loc/chat", "cap/plain", "cap/chat", "subj/plain", "subj/chat", "other/plain", "other/chat"):
-        _unedited(model, tok, holding, reference, name, sets[name][1], max_new_tokens)
+        if name in sets:
+            _unedited(model, tok, holding, reference, name, sets[name][1], max_new_tokens)
     res: dict = {"n_edits": n}
     for fmt in ("plain", "chat"):
         rq, rp, ra = sets[f"rel/{fmt}"]
@@ -514,8 +520,8 @@ def measure(
         gen = [metrics.answer_exact(g, a) for g, a in zip(answers[f"gen/{fmt}"], ga)]
         lq, lp, _ = sets[f"loc/{fmt}"]
         loc = [float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(answers[f"loc/{fmt}"], lp)]
-        cq, cp, _ = sets[f"cap/{fmt}"]
-        cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], cp)]
+        cp = sets[f"cap/{fmt}"][1] if health else []
+        cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers.get(f"cap/{fmt}", []), cp)]
         subj, hijack = _kept_or_hijacked(sets[f"subj/{fmt}"], answers[f"subj/{fmt}"], reference[f"subj/{fmt}"])
         other, other_hijack = _kept_or_hijacked(sets[f"other/{fmt}"], answers[f"other/{fmt}"], reference[f"other/{fmt}"])
         res[fmt] = {
@@ -558,6 +564,15 @@ def measure(
             "generalization": metrics.summarize(teacher_forced(model, tok, holding, gq, gp, ga)),
             "locality": metrics.summarize(metrics.agreement([pre[p] for p in lp], post)),
         }
+    if health:
+        res |= _health(model, tok, holding, probes, n, reference)
+    load_weights(model, holding.base)
+    return res
+
+
+def _health(model, tok, holding: Holding, probes: Probes, n: int, reference: dict) -> dict:
+    """`measure`'s figures of the edited state's health, independent of which edits are scored."""
+    res: dict = {}
     # health: fluency where the edits apply (continuations of the first edits' prompts),
     # and the perplexity of a fixed unrelated text
     flu_q = [r.prompt for r in probes.records[: min(n, probes.n_fluency)]]
@@ -579,7 +594,6 @@ def measure(
     ratios = holding.norm_ratios()
     res["norm_ratio_max"] = max(ratios.values()) if ratios else 0.0
     res["norm_ratio"] = ratios
-    load_weights(model, holding.base)
     return res
 
 
@@ -759,7 +773,7 @@ def measure_sample(
     holding, infos = _hold(model, tok, spec, method, probes, n, need, cache, progress)
     reference = {} if reference is None else reference
     try:
-        parts = [measure(model, tok, holding, probes, n, reference, only=s) for s in (early, later)]
+        parts = [measure(model, tok, holding, probes, n, reference, only=s, health=h) for s, h in ((early, True), (later, False))]
         # Locality over every edit's unrelated prompt, not a sample: few of them reach any edit (those
         # that hold an edited subject's words), so a sample of them is mostly noise around a known bound
         locality = _locality_over_all(model, tok, holding, probes, n, reference)

@@ -48,3 +48,14 @@ def test_a_sampled_row_and_a_whole_one_at_the_same_n_are_both_kept(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert sorted((r["generalization"], bool(r["extra"]["sample"])) for r in rows) == [(71.0, True)] * 2 + [(72.0, False)] * 2
     assert [bench.key_of(r) for r in rows].count(("instructedit/routed+refit", 1000, "test", True)) == 2
+
+
+def test_the_plot_takes_the_whole_row_where_an_n_has_both():
+    bench = _bench()
+    sample = {"first": 100, "rest": 300, "of_rest": 900, "seed": 0, "deltas_computed": 405}
+    rows = [_row(100, "plain", 74.0, None), _row(1000, "plain", 72.0, None)]
+    rows += [_row(1000, "plain", 70.0, sample), _row(500, "plain", 76.0, sample)]
+    assert bench.points(rows, "generalization") == [(100, 74.0), (500, 76.0), (1000, 72.0)]
+    assert bench.points(list(reversed(rows)), "generalization") == [(100, 74.0), (500, 76.0), (1000, 72.0)]
+    rows[1]["generalization"] = None  # a figure the whole row lacks: the sampled one stands
+    assert bench.points(rows, "generalization")[-1] == (1000, 70.0)

@@ -48,6 +48,8 @@ def test_every_edit_sampled_scores_as_the_whole_state(setting, tmp_path):
             assert sample[fmt][name] == pytest.approx(value), (fmt, name)
     assert sample["teacher_forced"]["reliability"] == pytest.approx(whole["teacher_forced"]["reliability"])
     assert sample["fluency_ratio"] == pytest.approx(whole["fluency_ratio"])
+    # the state's health is measured once, with the first stratum, not again with the second
+    assert sample["strata"][1]["plain"]["capability"] is None and sample["strata"][0]["plain"]["capability"] is not None
 
 
 def test_a_sample_computes_only_what_it_reads(setting, tmp_path):
@@ -79,8 +81,8 @@ def test_a_sampled_edit_answers_as_in_the_whole_state(setting, tmp_path):
     holding = method.make_holding(base_weights(model, spec.edit_params))
     for i, record in enumerate(probes.records[:20]):
         ll.apply_edit(method, model, tok, spec, holding, f"e{i}", record, tmp_path)
-    for part, stratum in zip(res["strata"], ll.strata(20, 3)):
-        whole = ll.measure(model, tok, holding, probes, 20, {}, only=stratum)
+    for part, stratum, health in zip(res["strata"], ll.strata(20, 3), (True, False)):  # the state's health: with the first
+        whole = ll.measure(model, tok, holding, probes, 20, {}, only=stratum, health=health)
         for fmt in ("plain", "chat"):
             assert part[fmt] == pytest.approx(whole[fmt], nan_ok=True), fmt
         assert part["teacher_forced"] == pytest.approx(whole["teacher_forced"])
