@@ -4,18 +4,21 @@ the figure the lifelong bench's Generalization asks of an edit, asked of facts t
     python bench/base_consistency.py [--n 1000] [--splits val,test] [--threads 2]
 
 An edit scores on Generalization when the greedy answer to its first held-back rephrasing is the
-target by exact match, given that the question itself already answers it (Reliability is 100 at
-every N). The same question of the unedited model, on the same records (`lifelong.lifelong_records`)
-and with the same answer rule (`metrics.generate_answers`, `metrics.answer_exact`), plain and inside
-the chat template:
+target, and the default's answer to the question itself is the target at every N (its Reliability
+is 100). The same question of the unedited model, on the same records (`lifelong.lifelong_records`)
+and with the same generation (`metrics.generate_answers`), plain and inside the chat template:
 * "known": the question's answer is the record's true answer (ZsRE's ground truth, CounterFact's
-  true object), by exact match or by "contains" (the unedited model answers in sentences); of
-  those, the share whose rephrasing's answer is the true answer too, by the same rule;
-* "same answer": of every record whose question gets a non-empty answer, the share whose rephrasing
-  gets the same answer (normalized), right or wrong.
+  true object), by the lifelong bench's exact match of the answer cut at "." or a line break
+  (`metrics.answer_exact`), or by its looser "contains" on the whole answer (`metrics.answer_contains`;
+  the unedited model often answers in a sentence); of those, the share whose rephrasing's answer is
+  the true answer too, by the same rule;
+* "same answer": of every record whose question gets a non-empty cut answer, the share whose
+  rephrasing gets the same cut answer (normalized), right or wrong.
 
 No edit and no choice is made from it: it says what the benchmark's rephrasings ask of a model of
-this size, beside docs/RESULTS.md's Generalization figures. Writes bench/results/base_consistency.{json,md}.
+this size, beside docs/RESULTS.md's Generalization figures. Writes bench/results/base_consistency.{json,md}
+(the splits of this run only: a later run with other --splits replaces them). The answers themselves
+are kept in runs/ and read again by a later run of the same model, split and n.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ TASKS = {"zsre": "ZsRE", "counterfact": "CounterFact"}
 
 def share(hits: list[bool]) -> dict:
     return {"n": len(hits), "pct": round(100 * sum(hits) / len(hits), 1) if hits else None}
+
+
+def pct(x: dict) -> str:
+    return "-" if x["pct"] is None else str(x["pct"])
 
 
 def answers(model, tok, records, fmt: str) -> dict:
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     for split in args.splits.split(","):
         records = lifelong_records(split, args.n)
         # the answers themselves are kept (runs/, not the repo), so a rule can be scored again without generating
-        saved = RUNS / f"base_consistency_{split}_{args.n}.json"
+        saved = RUNS / f"base_consistency_{args.model.replace('/', '_')}_{split}_{args.n}.json"
         got = json.loads(saved.read_text()) if saved.exists() else {}
         for fmt in ("plain", "chat"):
             if fmt not in got:
@@ -102,10 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         f"# The unedited model's own consistency on the lifelong records ({args.model}, the first {args.n} of each split)",
         "",
-        'Plain / chat template, greedy answers cut at the first "." or line break. *question right*: the question\'s answer',
-        "is the record's true answer (exact match, or contains it); *rephrasing too*: of those, the first held-back",
-        "rephrasing's answer is too (what Generalization asks of an edit); *same answer*: the rephrasing's cut answer equals",
-        "the question's, right or wrong (of the questions answered at all).",
+        "Plain / chat template, greedy answers. *question right*: the question's answer is the record's true answer (exact",
+        'match of the answer cut at the first "." or line break, or the whole answer contains it); *rephrasing too*: of',
+        "those, the first held-back rephrasing's answer is too, by the same rule (what Generalization asks of an edit);",
+        "*same answer*: the rephrasing's cut answer equals the question's, right or wrong (of the questions answered at all).",
         "",
         "| split | task | records | question right, exact | rephrasing too, exact (n) | question right, contains "
         "| rephrasing too, contains (n) | same answer (n) |",
@@ -116,11 +123,11 @@ def main(argv: list[str] | None = None) -> None:
             p, c = fmts["plain"]["by_task"][name], fmts["chat"]["by_task"][name]
             cells = [split, name, str(p["records"])]
             for rule in ("exact", "contains"):
-                cells.append(f"{p[rule]['question_right']['pct']} / {c[rule]['question_right']['pct']}")
+                cells.append(f"{pct(p[rule]['question_right'])} / {pct(c[rule]['question_right'])}")
                 kp, kc = p[rule]["known_rephrasing_right"], c[rule]["known_rephrasing_right"]
-                cells.append(f"{kp['pct']} / {kc['pct']} ({kp['n']} / {kc['n']})")
+                cells.append(f"{pct(kp)} / {pct(kc)} ({kp['n']} / {kc['n']})")
             sp, sc = p["same_answer"], c["same_answer"]
-            cells.append(f"{sp['pct']} / {sc['pct']} ({sp['n']} / {sc['n']})")
+            cells.append(f"{pct(sp)} / {pct(sc)} ({sp['n']} / {sc['n']})")
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Reproduce: `python bench/base_consistency.py --n {args.n} --splits {args.splits}`."]
     (RESULTS / "base_consistency.md").write_text("\n".join(lines) + "\n")

@@ -501,8 +501,8 @@ def measure(
     """All scores of the first n edits on the state `holding` now holds (`only`: the edit-level
     scores of those of them, by index; retention over those in the first tenth). `reference`
     caches the unedited model's answers (filled on first use, with the base weights). `health`
-    False leaves out what does not depend on `only` (the capability set, fluency, the fixed text's
-    perplexity, the norms): a second call on the same state would measure them again."""
+    False leaves out what does not depend on `only`, which a second call on the same state would
+    measure again: "capability" is then None and there is no fluency_ratio, perplexity_ratio or norm_ratio*."""
     sets = probes.sets(tok, n, only)
     if not health:
         sets = {name: qs for name, qs in sets.items() if not name.startswith("cap/")}
@@ -520,8 +520,7 @@ def measure(
         gen = [metrics.answer_exact(g, a) for g, a in zip(answers[f"gen/{fmt}"], ga)]
         lq, lp, _ = sets[f"loc/{fmt}"]
         loc = [float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(answers[f"loc/{fmt}"], lp)]
-        cp = sets[f"cap/{fmt}"][1] if health else []
-        cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers.get(f"cap/{fmt}", []), cp)]
+        cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], sets[f"cap/{fmt}"][1])] if health else []
         subj, hijack = _kept_or_hijacked(sets[f"subj/{fmt}"], answers[f"subj/{fmt}"], reference[f"subj/{fmt}"])
         other, other_hijack = _kept_or_hijacked(sets[f"other/{fmt}"], answers[f"other/{fmt}"], reference[f"other/{fmt}"])
         res[fmt] = {

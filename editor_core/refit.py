@@ -77,8 +77,9 @@ class RefitConfig:
     # Stopping at bare argmax answered 58 % of plain rephrasings; a 0.8 margin and 4 made variants, 96 %;
     # fitting 4 weights instead of 1, 100 % (and 92 / 97 % plain / chat against 87 / 95 % over 100
     # routed validation edits, bench/lifelong.py --split val).
-    # At most; most edits stop earlier. Session 23, 120 on 100 routed validation edits: rephrasings 81 / 92 %
-    # against 82 / 92 (plain / chat), 48.2 steps against 41.3, nothing else moved: not adopted.
+    # At most; most edits stop earlier. Session 23, 120 on 100 routed validation edits (bench/lifelong.py --split val,
+    # bench/results/lifelong_val.md): rephrasings 81 / 92 % against 82 / 92 (plain / chat), 48.2 steps against 41.3,
+    # no other quality figure moved: not adopted.
     steps: int = 60
     lr: float = 1e-2
     rank: int = 8  # of the correction A B on each fitted weight
@@ -107,8 +108,9 @@ class RefitConfig:
     # (Session 8, with the 1-weight refit: 16 raised fluency from 0.25x to 0.69x, plain rephrasings
     # 83 % -> 62 %.)
     keep: int = 8
-    # Session 23, 0.5 on 100 routed validation edits: rephrasings 78 / 94 % against 82 / 92, fluency 0.95x
-    # against 0.97x: not adopted.
+    # Session 23, 0.5 on 100 routed validation edits (bench/results/lifelong_val.md): rephrasings 78 / 94 % against
+    # 82 / 92, questions about the subject answered as unedited 63 / 6 % against 68 / 4, fluency 0.95x against 0.97x:
+    # not adopted.
     keep_weight: float = 1.0
     # Other questions about the edit's subject (the first `subject_questions` of SUBJECT_QUESTIONS,
     # plain and in the chat template) whose first `subject_tokens` answer tokens are kept (0: off).
