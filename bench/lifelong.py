@@ -110,8 +110,10 @@ def row_of(res: dict, fmt: str, model_name: str) -> dict:
             "generalization_contains": r["generalization_contains"],
             "subject_locality": r.get("subject_locality"),
             "subject_hijack": r.get("subject_hijack"),
+            "subject_mentions": r.get("subject_mentions"),
             "relation_locality": r.get("relation_locality"),
             "relation_hijack": r.get("relation_hijack"),
+            "relation_mentions": r.get("relation_mentions"),
             "perplexity_ratio": res["perplexity_ratio"],
             "norm_ratio_max": res["norm_ratio_max"],
             "seconds_instant": res["seconds_instant"],
@@ -272,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
             f"gen {f(c['generalization'])} loc {f(c['locality'])} | flu {f(res['fluency_ratio'], '.2f')} "
             f"cap {f(p['capability'])} subj {f(p.get('subject_locality'))}/{f(c.get('subject_locality'))} "
             f"hijack {f(p.get('subject_hijack'))}/{f(c.get('subject_hijack'))} "
+            f"mentions {f(p.get('subject_mentions'))}/{f(c.get('subject_mentions'))} "
             f"relation {f(p.get('relation_locality'))}/{f(c.get('relation_locality'))} "
             f"relation hijack {f(p.get('relation_hijack'))}/{f(c.get('relation_hijack'))} s/edit {f(res['seconds_per_edit'], '.2f')}",
             flush=True,

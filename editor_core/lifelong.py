@@ -475,14 +475,17 @@ def _unedited(model, tok, holding: Holding, reference: dict, name: str, prompts:
             have[x] = a
 
 
-def _kept_or_hijacked(probe_set, answers: list[str], unedited: dict[str, str]) -> tuple[list[float], list[float]]:
-    """Per question of a (questions, prompts, targets) set: is the answer the unedited one,
-    and is it hijacked (it is the edit's target, where the unedited answer was not)?"""
+def _kept_or_hijacked(probe_set, answers: list[str], unedited: dict[str, str]) -> tuple[list[float], list[float], list[float]]:
+    """Per question of a (questions, prompts, targets) set: is the answer the unedited one, is it
+    hijacked (it is the edit's target, where the unedited answer was not), and does it name the
+    target anywhere where the unedited answer did not ("The tower in Rome is 800 metres tall.")?
+    The words are SQuAD-normalized (`metrics.answer_contains`): "Rome's" is "romes", not "Rome"."""
     _, prompts, targets = probe_set
     before = [unedited[p] for p in prompts]
     kept = [float(g == u) for g, u in zip(answers, before)]
     hijacked = [metrics.answer_exact(g, t) * (1.0 - metrics.answer_exact(u, t)) for g, u, t in zip(answers, before, targets)]
-    return kept, hijacked
+    named = [metrics.answer_contains(g, t) * (1.0 - metrics.answer_contains(u, t)) for g, u, t in zip(answers, before, targets)]
+    return kept, hijacked, named
 
 
 def measure(
@@ -521,8 +524,8 @@ def measure(
         lq, lp, _ = sets[f"loc/{fmt}"]
         loc = [float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(answers[f"loc/{fmt}"], lp)]
         cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], sets[f"cap/{fmt}"][1])] if health else []
-        subj, hijack = _kept_or_hijacked(sets[f"subj/{fmt}"], answers[f"subj/{fmt}"], reference[f"subj/{fmt}"])
-        other, other_hijack = _kept_or_hijacked(sets[f"other/{fmt}"], answers[f"other/{fmt}"], reference[f"other/{fmt}"])
+        subj, hijack, named = _kept_or_hijacked(sets[f"subj/{fmt}"], answers[f"subj/{fmt}"], reference[f"subj/{fmt}"])
+        other, other_hijack, other_named = _kept_or_hijacked(sets[f"other/{fmt}"], answers[f"other/{fmt}"], reference[f"other/{fmt}"])
         res[fmt] = {
             "reliability": metrics.summarize(rel),
             "generalization": metrics.summarize(gen),
@@ -532,9 +535,11 @@ def measure(
             # another question about the edited subject: answered as unedited, or with the edit's target
             "subject_locality": metrics.summarize(subj),
             "subject_hijack": metrics.summarize(hijack),
+            "subject_mentions": metrics.summarize(named),  # the target anywhere in the answer (since session 24)
             # the same subject, another relation (KnowEdit's Relation_Specificity; ZsRE records only)
             "relation_locality": metrics.summarize(other),
             "relation_hijack": metrics.summarize(other_hijack),
+            "relation_mentions": metrics.summarize(other_named),
             "reliability_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"rel/{fmt}"], ra)]),
             "generalization_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"gen/{fmt}"], ga)]),
         }
@@ -783,7 +788,7 @@ def measure_sample(
     population = [probes.sets(tok, n, early), probes.sets(tok, n, range(len(early), n))]
     kind = {"reliability": "rel", "reliability_contains": "rel", "generalization": "gen", "generalization_contains": "gen"}
     kind |= {"locality": "loc", "subject_locality": "subj", "subject_hijack": "subj", "relation_locality": "other"}
-    kind |= {"relation_hijack": "other"}
+    kind |= {"subject_mentions": "subj", "relation_hijack": "other", "relation_mentions": "other"}
 
     def mix(name: str, a: float | None, b: float | None, fmt: str = "plain") -> float | None:
         if a is None or b is None:

@@ -12,7 +12,10 @@ the protocol of "The Mirage of Model Editing"):
   (`probes.PROBES`) is identical before and after;
 * subject_locality_generation: other questions about each record's subject
   (`metrics.SUBJECT_PROBES`, "Tell me about Peru.", in the chat template) answer
-  as before; subject_hijack: those answers that are the edit's target.
+  as before; subject_hijack: those answers that are the edit's target;
+  subject_mentions: those that name it anywhere (SQuAD-normalized "contains":
+  "How tall is the Eiffel Tower?" -> "The tower in Rome is 800 metres tall.";
+  "Rome's", normalized, is "romes" and does not count).
 
 Teacher-forced (EasyEdit's definitions, labelled as such):
 * reliability, generalization, portability: token accuracy of the answer;
@@ -138,5 +141,8 @@ def measure(pre: Snapshot, post: Snapshot, tokenizer, records: list[EditRecord],
     out["subject_locality_generation"] = {"before": 100.0 if qs else None, "after": metrics.summarize(same), "n": len(qs)}
     out["subject_hijack"] = {
         when: metrics.summarize([metrics.answer_exact(a, t) for a, (_, t) in zip(said[when], about)]) for when in ("before", "after")
+    } | {"n": len(qs)}
+    out["subject_mentions"] = {
+        when: metrics.summarize([metrics.answer_contains(a, t) for a, (_, t) in zip(said[when], about)]) for when in ("before", "after")
     } | {"n": len(qs)}
     return out

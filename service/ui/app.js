@@ -345,6 +345,7 @@ async function pollMetrics(id) {
 const SCORE_LABELS = {
   subject_locality_generation: "subject answers unchanged word for word (chat)",
   subject_hijack: "subject questions answered with the target (chat)",
+  subject_mentions: "subject answers that name the target (chat)",
   reliability: "reliability (teacher-forced)",
   generalization: "generalization (teacher-forced)",
   locality: "locality (teacher-forced)",

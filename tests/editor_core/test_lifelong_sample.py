@@ -30,6 +30,17 @@ def test_strata_are_the_first_tenth_and_a_fixed_draw_of_the_rest():
     assert ll.strata(20, 50) == ([0, 1], list(range(2, 20)))  # more asked than there are: all of them
 
 
+def test_a_subject_answer_is_kept_hijacked_or_names_the_target_only_against_the_unedited_one():
+    questions = ["How tall is the Eiffel Tower?", "Who built the Eiffel Tower?", "Where is the Eiffel Tower?"]
+    prompts = [f"<chat>{q}" for q in questions]
+    unedited = {prompts[0]: "It is 330 metres tall.", prompts[1]: "Gustave Eiffel's company.", prompts[2]: "In Rome, Italy."}
+    answers = ["The tower in Rome is 800 metres tall.", "Rome.", "In Rome, Italy."]
+    kept, hijacked, named = ll._kept_or_hijacked((questions, prompts, ["Rome"] * 3), answers, unedited)
+    assert kept == [0.0, 0.0, 1.0]
+    assert hijacked == [0.0, 1.0, 0.0]  # the whole cut answer is the target
+    assert named == [1.0, 1.0, 0.0]  # the target anywhere, where the unedited answer did not name it
+
+
 def test_every_edit_sampled_scores_as_the_whole_state(setting, tmp_path):
     model, tok, spec, method, probes = setting
     whole = ll.run(model, tok, spec, method, probes, [20], cache=tmp_path)[0]

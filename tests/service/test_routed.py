@@ -75,6 +75,7 @@ def test_edits_show_hold_together_and_roll_back_exactly(service, components):
     assert metrics["probe_locality_generation"]["after"] == 100.0 and metrics["probe_locality_generation"]["n"] >= 10
     # four other questions about Peru (the guessed subject), scored whatever the tiny model answers
     assert metrics["subject_locality_generation"]["n"] == 4 and metrics["subject_hijack"]["n"] == 4
+    assert metrics["subject_mentions"]["n"] == 4 and metrics["subject_mentions"]["after"] >= metrics["subject_hijack"]["after"]
     assert 0.0 <= metrics["subject_locality_generation"]["after"] <= 100.0
 
     service.client.delete(f"/edits/{a}")
