@@ -10,9 +10,12 @@ test), this counts how often the rephrasing's wording is one that CounterFact's 
 (`data.load_task_split("counterfact", "train")`, the shipped editor's training data) uses as a
 rephrasing somewhere, and how often it is one the training split pairs with the same question wording.
 
+The counts are a lower bound: a rephrasing behind an unrelated sentence ("One person killed. {} plays")
+counts only where that whole text is a training rephrasing.
+
 No edit and no choice is made from it. It says why no wording table is used by the refit: one built
-from the training split would put the held-back rephrasing itself among the fitted forms for most of
-these records, so Generalization would stop measuring generalization (docs/RESULTS.md). Writes
+from the training split would hold the held-back rephrasing itself among its wordings for most of
+these records, and fitted on them, Generalization would stop measuring generalization (docs/RESULTS.md). Writes
 bench/results/rephrase_templates.{json,md}.
 """
 

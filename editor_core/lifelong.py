@@ -475,11 +475,12 @@ def _unedited(model, tok, holding: Holding, reference: dict, name: str, prompts:
             have[x] = a
 
 
-def _kept_or_hijacked(probe_set, answers: list[str], unedited: dict[str, str]) -> tuple[list[float], list[float], list[float]]:
+def _against_unedited(probe_set, answers: list[str], unedited: dict[str, str]) -> tuple[list[float], list[float], list[float]]:
     """Per question of a (questions, prompts, targets) set: is the answer the unedited one, is it
     hijacked (it is the edit's target, where the unedited answer was not), and does it name the
-    target anywhere where the unedited answer did not ("The tower in Rome is 800 metres tall.")?
-    The words are SQuAD-normalized (`metrics.answer_contains`): "Rome's" is "romes", not "Rome"."""
+    target anywhere in it where the unedited answer did not ("The tower in Rome is 800 metres tall.")?
+    An answer is its first sentence (generation stops at "." or a line break); its words are
+    SQuAD-normalized (`metrics.answer_contains`): "Rome's" is "romes", not "Rome"."""
     _, prompts, targets = probe_set
     before = [unedited[p] for p in prompts]
     kept = [float(g == u) for g, u in zip(answers, before)]
@@ -524,8 +525,8 @@ def measure(
         lq, lp, _ = sets[f"loc/{fmt}"]
         loc = [float(g == reference[f"loc/{fmt}"][p]) for g, p in zip(answers[f"loc/{fmt}"], lp)]
         cap = [float(g == reference[f"cap/{fmt}"][p]) for g, p in zip(answers[f"cap/{fmt}"], sets[f"cap/{fmt}"][1])] if health else []
-        subj, hijack, named = _kept_or_hijacked(sets[f"subj/{fmt}"], answers[f"subj/{fmt}"], reference[f"subj/{fmt}"])
-        other, other_hijack, other_named = _kept_or_hijacked(sets[f"other/{fmt}"], answers[f"other/{fmt}"], reference[f"other/{fmt}"])
+        subj, hijack, named = _against_unedited(sets[f"subj/{fmt}"], answers[f"subj/{fmt}"], reference[f"subj/{fmt}"])
+        other, other_hijack, other_named = _against_unedited(sets[f"other/{fmt}"], answers[f"other/{fmt}"], reference[f"other/{fmt}"])
         res[fmt] = {
             "reliability": metrics.summarize(rel),
             "generalization": metrics.summarize(gen),
@@ -535,7 +536,9 @@ def measure(
             # another question about the edited subject: answered as unedited, or with the edit's target
             "subject_locality": metrics.summarize(subj),
             "subject_hijack": metrics.summarize(hijack),
-            "subject_mentions": metrics.summarize(named),  # the target anywhere in the answer (since session 24)
+            # the target named in the answer's first sentence where the unedited answer did not name it (since session 24;
+            # the service's subject_mentions is the share naming it, before and after, without that condition)
+            "subject_mentions": metrics.summarize(named),
             # the same subject, another relation (KnowEdit's Relation_Specificity; ZsRE records only)
             "relation_locality": metrics.summarize(other),
             "relation_hijack": metrics.summarize(other_hijack),
@@ -796,6 +799,8 @@ def measure_sample(
         counts = [len(sets[f"{kind[name]}/{fmt}"][0]) for sets in population]
         return (counts[0] * a + counts[1] * b) / sum(counts)
 
+    unmixed = {"retention_first10pct", "capability"}  # the first stratum's alone: the first tenth, the state's health
+    assert all(name in kind or name in unmixed for name in parts[0]["plain"]), "a per-edit figure with no population to weigh it by"
     res = dict(parts[0])  # the edit-independent figures (capability, fluency, perplexity, norms) and the examples
     for fmt in ("plain", "chat"):
         res[fmt] = {name: mix(name, v, parts[1][fmt][name], fmt) if name in kind else v for name, v in parts[0][fmt].items()}

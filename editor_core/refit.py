@@ -122,8 +122,9 @@ class RefitConfig:
     subject_questions: int = 4
     # Session 24, 16 on 100 routed validation edits: chat questions about the subject answered as unedited 20 % against
     # 4 (plain 68 both), rephrasings 78 / 92 % against 82 / 92, fluency 0.946x against 0.97x (under the 0.95x target),
-    # 54.9 steps against 41.3 (65 at the cap); 16 kept by the KL alone (subject_stop=False): 49 / 9 %, 74 / 93 %, 0.90x,
-    # subject hijack 8 / 11 % against 2 / 1: neither adopted.
+    # 54.9 steps against 41.3 (65 at the cap); 16 kept by the KL alone (subject_stop=False): subject questions answered as
+    # unedited 49 / 9 % (plain / chat), rephrasings 74 / 93 %, fluency 0.90x, subject hijack 8 / 11 % against 2 / 1:
+    # neither adopted.
     subject_tokens: int = 8
     # Session 22, weight 2 on 100 routed validation edits: rephrasings 83 / 94 % against 82 / 92, questions about the
     # subject answered as unedited 64 / 6 % against 68 / 4, fluency 0.95x against 0.97x: within noise, not adopted.

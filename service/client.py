@@ -85,7 +85,8 @@ class Metrics(_Lenient):
     status: str
     version: int | None = None
     detail: str | None = None
-    metrics: dict[str, Score] | None = None
+    # a score the server did not measure for this edit is null (one added after the edit's metrics were stored)
+    metrics: dict[str, Score | None] | None = None
 
 
 class Generation(_Lenient):

@@ -13,7 +13,7 @@ the protocol of "The Mirage of Model Editing"):
 * subject_locality_generation: other questions about each record's subject
   (`metrics.SUBJECT_PROBES`, "Tell me about Peru.", in the chat template) answer
   as before; subject_hijack: those answers that are the edit's target;
-  subject_mentions: those that name it anywhere (SQuAD-normalized "contains":
+  subject_mentions: those that name it anywhere in their first sentence (SQuAD-normalized "contains":
   "How tall is the Eiffel Tower?" -> "The tower in Rome is 800 metres tall.";
   "Rome's", normalized, is "romes" and does not count).
 

@@ -237,7 +237,9 @@ class EditMetrics(BaseModel):
         None, description="by generation, chat template: other questions about each edit's subject answered with the edit's target"
     )
     subject_mentions: Score | None = Field(
-        None, description="by generation, chat template: other questions about each edit's subject whose answer names the edit's target"
+        None,
+        description="by generation, chat template: other questions about each edit's subject whose answer's first sentence "
+        "names the edit's target",
     )
     reliability: Score = Field(description="teacher-forced token accuracy of the target after the edit prompt")
     generalization: Score = Field(description="teacher-forced, after each rephrase prompt")

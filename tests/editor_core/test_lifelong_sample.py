@@ -35,7 +35,7 @@ def test_a_subject_answer_is_kept_hijacked_or_names_the_target_only_against_the_
     prompts = [f"<chat>{q}" for q in questions]
     unedited = {prompts[0]: "It is 330 metres tall.", prompts[1]: "Gustave Eiffel's company.", prompts[2]: "In Rome, Italy."}
     answers = ["The tower in Rome is 800 metres tall.", "Rome.", "In Rome, Italy."]
-    kept, hijacked, named = ll._kept_or_hijacked((questions, prompts, ["Rome"] * 3), answers, unedited)
+    kept, hijacked, named = ll._against_unedited((questions, prompts, ["Rome"] * 3), answers, unedited)
     assert kept == [0.0, 0.0, 1.0]
     assert hijacked == [0.0, 1.0, 0.0]  # the whole cut answer is the target
     assert named == [1.0, 1.0, 0.0]  # the target anywhere, where the unedited answer did not name it

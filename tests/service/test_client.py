@@ -45,6 +45,18 @@ def test_the_clients_edit_carries_every_field_the_api_returns():
     assert set(EditPublic.model_fields) <= set(Edit.model_fields)
 
 
+def test_the_clients_metrics_take_a_score_the_server_did_not_measure():
+    """An edit whose metrics were stored before a score existed (subject_mentions, session 24) is served with it null."""
+    from service.client import Metrics
+    from service.schemas import EditMetrics, MetricsPublic
+
+    stored = {name: {"before": 0.0, "after": 100.0, "n": 1} for name, f in EditMetrics.model_fields.items() if f.is_required()}
+    served = MetricsPublic(id="e1", ready=True, status="applied", version=1, metrics=EditMetrics(**stored)).model_dump(mode="json")
+    assert served["metrics"]["subject_mentions"] is None
+    got = Metrics.model_validate(served)
+    assert got.metrics["subject_mentions"] is None and got.metrics["reliability"].after == 100.0
+
+
 def test_sync_client(service):
     transport = Recording()
     with Client(service.url, api_key="k-123", transport=transport) as c:
