@@ -147,7 +147,8 @@ lifelong() {
   # session 23, on validation (100 edits), not adopted: --refit keep_weight=0.5, --refit-steps 120 (each with its own --out,
   # rows renamed, then --merge into lifelong_val.json); and the unedited model's own consistency on the test records:
   #   python bench/base_consistency.py --n 1000 --splits test
-  # session 24, on validation (100 edits), not adopted: --refit subject_tokens=16, --refit subject_tokens=16 subject_stop=false
+  # session 24, on validation (100 edits), not adopted: --refit subject_tokens=16, --refit subject_tokens=16 subject_stop=false,
+  # --refit min_prob=0.9, --refit rank=16
   # (each with its own --cache and --out, rows renamed, then --merge into lifelong_val.json); and how many CounterFact
   # rephrasings are wordings of the training split (no model):
   #   python bench/rephrase_templates.py --n 1000
