@@ -1,17 +1,12 @@
 """bench/lifelong.py's results file: what a row measured is its key (a sampled N and the same N measured whole are two rows)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "lifelong.py"
+from benches import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("lifelong_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("lifelong")
 
 
 def _row(n: int, fmt: str, gen: float, sample: dict | None) -> dict:

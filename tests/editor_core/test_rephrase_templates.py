@@ -1,18 +1,12 @@
 """bench/rephrase_templates.py: a rephrasing counts as seen only where the training split has its wording."""
 
-import importlib.util
-from pathlib import Path
+from benches import load_bench
 
 from editor_core.records import EditRecord
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "rephrase_templates.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("rephrase_templates_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("rephrase_templates")
 
 
 def _cf(subject: str, prompt: str, rephrasing: str) -> EditRecord:
