@@ -152,6 +152,11 @@ lifelong() {
   # (each with its own --cache and --out, rows renamed, then --merge into lifelong_val.json); and how many CounterFact
   # rephrasings are wordings of the training split (no model):
   #   python bench/rephrase_templates.py --n 1000
+  # and the default's N = 100 row re-run (new refits, two fill processes) for its subject_mentions / relation_mentions:
+  #   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 100 --single 0 \
+  #     --threads 1 --fill $k/2 --cache runs/cache_test & done; wait
+  #   python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 100 --single 0 --threads 2 \
+  #     --cache runs/cache_test --out runs/test100.json && python bench/lifelong.py --split test --merge runs/test100.json
   # the 1,000 routed edits, two processes at once (each is computed on the base alone)
   for k in 0 1; do python bench/lifelong.py --split test --methods instructedit/routed+refit --checkpoints 1000 --threads 1 --fill $k/2 & done
   wait
