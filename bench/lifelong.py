@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> None:
         "took it from their sample)",
     )
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--answers",
+        type=Path,
+        default=None,
+        help="also append every measured edit's question and rephrasing, with its plain and chat answers, to this JSON-lines file",
+    )
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
@@ -263,6 +269,11 @@ def main(argv: list[str] | None = None) -> None:
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(done, indent=1) + "\n")
         tmp.replace(out)
+        if args.answers and res.get("answers"):
+            args.answers.parent.mkdir(parents=True, exist_ok=True)
+            with args.answers.open("a") as f:
+                for a in res["answers"]:
+                    f.write(json.dumps({"method": res["method"], "n_edits": res["n_edits"], "split": args.split, **a}) + "\n")
         p, c = res["plain"], res["chat"]
 
         def f(x, spec="5.1f"):

@@ -546,6 +546,14 @@ def measure(
             "reliability_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"rel/{fmt}"], ra)]),
             "generalization_contains": metrics.summarize([metrics.answer_contains(g, a) for g, a in zip(answers[f"gen/{fmt}"], ga)]),
         }
+    # every edit's own question and held-back rephrasing with both answers, for reading failures (bench/lifelong.py --answers)
+    size = min(n, len(probes.records))
+    measured = [probes.records[i] for i in (range(size) if only is None else sorted({i for i in only if 0 <= i < size}))]
+    res["answers"] = [
+        {"task": r.task, "kind": kind, "question": q, "target": r.target_new, "plain": plain, "chat": chat}
+        for kind, recs in (("rel", measured), ("gen", [r for r in measured if r.rephrase_prompts]))
+        for r, q, plain, chat in zip(recs, sets[f"{kind}/plain"][0], answers[f"{kind}/plain"], answers[f"{kind}/chat"])
+    ]
     res["examples"] = [
         {"prompt": q, "target": a, "plain": g, "chat": c}
         for q, a, g, c in list(zip(sets["rel/plain"][0], sets["rel/plain"][2], answers["rel/plain"], answers["rel/chat"]))[:5]
@@ -802,6 +810,7 @@ def measure_sample(
     unmixed = {"retention_first10pct", "capability"}  # the first stratum's alone: the first tenth, the state's health
     assert all(name in kind or name in unmixed for name in parts[0]["plain"]), "a per-edit figure with no population to weigh it by"
     res = dict(parts[0])  # the edit-independent figures (capability, fluency, perplexity, norms) and the examples
+    res["answers"] = parts[0]["answers"] + parts[1]["answers"]
     for fmt in ("plain", "chat"):
         res[fmt] = {name: mix(name, v, parts[1][fmt][name], fmt) if name in kind else v for name, v in parts[0][fmt].items()}
     if "teacher_forced" in res:

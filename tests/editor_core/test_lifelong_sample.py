@@ -61,6 +61,14 @@ def test_every_edit_sampled_scores_as_the_whole_state(setting, tmp_path):
     assert sample["fluency_ratio"] == pytest.approx(whole["fluency_ratio"])
     # the state's health is measured once, with the first stratum, not again with the second
     assert sample["strata"][1]["plain"]["capability"] is None and sample["strata"][0]["plain"]["capability"] is not None
+    # every edit's own question and rephrasing with its answers, as the whole state gave them (bench/lifelong.py --answers)
+    def by_question(res):
+        return sorted((a["kind"], a["question"], a["plain"], a["chat"]) for a in res["answers"])
+
+    assert by_question(sample) == by_question(whole)
+    assert sum(a["kind"] == "rel" for a in whole["answers"]) == 20
+    rephrasings = {r.rephrase_prompts[0] for r in probes.records[:20] if r.rephrase_prompts}
+    assert {a["question"] for a in whole["answers"] if a["kind"] == "gen"} == rephrasings
 
 
 def test_a_sample_computes_only_what_it_reads(setting, tmp_path):
